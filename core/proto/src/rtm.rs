@@ -157,6 +157,15 @@ pub enum ServerEvent {
         channel: ChannelId,
         user: UserId,
     },
+    /// The receiving user left a channel (on any of their connections).
+    ChannelLeft {
+        channel: ChannelId,
+    },
+    /// The receiving user moved their read marker (on any of their connections).
+    ChannelMarked {
+        channel: ChannelId,
+        seq: u64,
+    },
     UserChange {
         user: User,
     },
