@@ -77,7 +77,12 @@ pub struct LogRecord {
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends a record durably; returns its (partition, offset).
-    async fn append(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(u32, u64), EventsError>;
+    async fn append(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(u32, u64), EventsError>;
 
     /// Up to `max` records of `topic` after this consumer's position, oldest first,
     /// waiting up to `wait` for the first one. Polling advances the position held in this

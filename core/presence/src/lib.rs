@@ -42,16 +42,35 @@ pub enum PresenceError {
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
     /// Records that `session` of `user` is alive, for the next TTL.
-    async fn heartbeat(&self, team: &TeamId, user: &UserId, session: &str) -> Result<(), PresenceError>;
+    async fn heartbeat(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        session: &str,
+    ) -> Result<(), PresenceError>;
 
     /// The effective presence of each of `users`, in that order.
-    async fn presence(&self, team: &TeamId, users: &[UserId]) -> Result<Vec<Presence>, PresenceError>;
+    async fn presence(
+        &self,
+        team: &TeamId,
+        users: &[UserId],
+    ) -> Result<Vec<Presence>, PresenceError>;
 
     /// Sets the user's manual presence (`auto` clears it).
-    async fn set_manual(&self, team: &TeamId, user: &UserId, setting: PresenceSetting) -> Result<(), PresenceError>;
+    async fn set_manual(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        setting: PresenceSetting,
+    ) -> Result<(), PresenceError>;
 
     /// Ends a session now (its connection closed) instead of waiting for the TTL.
-    async fn end_session(&self, team: &TeamId, user: &UserId, session: &str) -> Result<(), PresenceError>;
+    async fn end_session(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        session: &str,
+    ) -> Result<(), PresenceError>;
 
     /// Every change of effective presence in any team, each reported once, including
     /// sessions that expire by TTL. Lagging receivers lose the oldest changes.

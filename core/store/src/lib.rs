@@ -9,8 +9,8 @@ pub mod conformance;
 pub mod fjall_store;
 mod record;
 
-pub use fjall_store::{FjallStore, FjallStoreOptions, SyncPolicy};
-pub use record::{ChannelRecord, NewMessage, UserRecord, bucket_of, BUCKET_SEQS};
+pub use fjall_store::{CommitStats, FjallStore, FjallStoreOptions, SyncPolicy};
+pub use record::{BUCKET_SEQS, ChannelRecord, NewMessage, UserRecord, bucket_of};
 
 use async_trait::async_trait;
 use confab_proto::{ChannelId, Message, Team, TeamId, UserId};
@@ -25,7 +25,9 @@ pub enum StoreBackend {
 /// Opens the configured store.
 pub async fn open(backend: &StoreBackend) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match backend {
-        StoreBackend::Embedded(options) => Ok(std::sync::Arc::new(FjallStore::open(options.clone())?)),
+        StoreBackend::Embedded(options) => {
+            Ok(std::sync::Arc::new(FjallStore::open(options.clone())?))
+        }
     }
 }
 
@@ -88,7 +90,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, team: &TeamId, user: &UserId) -> Result<Option<UserRecord>, StoreError>;
 
     /// The user of the team with this email (compared lower-cased).
-    async fn user_by_email(&self, team: &TeamId, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_email(
+        &self,
+        team: &TeamId,
+        email: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
 
     /// The users of the team among `ids`, in the order of `ids`; unknown ids are skipped.
     async fn users(&self, team: &TeamId, ids: &[UserId]) -> Result<Vec<UserRecord>, StoreError>;
@@ -97,14 +103,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a public or private channel with its first members. Fails with
     /// `Conflict(ChannelName)` if a channel of that name exists in the team.
-    async fn create_channel(&self, channel: &ChannelRecord, members: &[UserId]) -> Result<(), StoreError>;
+    async fn create_channel(
+        &self,
+        channel: &ChannelRecord,
+        members: &[UserId],
+    ) -> Result<(), StoreError>;
 
     /// Returns the DM or group DM for `channel.dm_key`, creating it with `members` if
     /// none exists. Concurrent calls for one key all get the same channel.
-    async fn get_or_create_dm(&self, channel: &ChannelRecord, members: &[UserId]) -> Result<ChannelRecord, StoreError>;
+    async fn get_or_create_dm(
+        &self,
+        channel: &ChannelRecord,
+        members: &[UserId],
+    ) -> Result<ChannelRecord, StoreError>;
 
     /// One channel of the team.
-    async fn channel(&self, team: &TeamId, channel: &ChannelId) -> Result<Option<ChannelRecord>, StoreError>;
+    async fn channel(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+    ) -> Result<Option<ChannelRecord>, StoreError>;
 
     /// The public channels of the team, by name.
     async fn public_channels(&self, team: &TeamId) -> Result<Vec<ChannelRecord>, StoreError>;
@@ -112,19 +130,42 @@ pub trait Store: Send + Sync + 'static {
     // ---- channel members (both directions: channel → users, user → channels) ----
 
     /// Makes `users` members of the channel; already-members are left as they are.
-    async fn add_members(&self, team: &TeamId, channel: &ChannelId, users: &[UserId]) -> Result<(), StoreError>;
+    async fn add_members(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        users: &[UserId],
+    ) -> Result<(), StoreError>;
 
     /// Whether `user` is a member of the channel.
-    async fn is_member(&self, team: &TeamId, channel: &ChannelId, user: &UserId) -> Result<bool, StoreError>;
+    async fn is_member(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        user: &UserId,
+    ) -> Result<bool, StoreError>;
 
     /// The members of a channel.
-    async fn channel_members(&self, team: &TeamId, channel: &ChannelId) -> Result<Vec<UserId>, StoreError>;
+    async fn channel_members(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+    ) -> Result<Vec<UserId>, StoreError>;
 
     /// The channels `user` is a member of.
-    async fn member_channels(&self, team: &TeamId, user: &UserId) -> Result<Vec<ChannelId>, StoreError>;
+    async fn member_channels(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+    ) -> Result<Vec<ChannelId>, StoreError>;
 
     /// Ends a membership; a no-op for non-members.
-    async fn remove_member(&self, team: &TeamId, channel: &ChannelId, user: &UserId) -> Result<(), StoreError>;
+    async fn remove_member(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        user: &UserId,
+    ) -> Result<(), StoreError>;
 
     // ---- messages ----
 
@@ -165,10 +206,20 @@ pub trait Store: Send + Sync + 'static {
     // ---- read state ----
 
     /// Moves the user's read marker of the channel forward to `seq` (never backward).
-    async fn mark_read(&self, team: &TeamId, user: &UserId, channel: &ChannelId, seq: u64) -> Result<(), StoreError>;
+    async fn mark_read(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        channel: &ChannelId,
+        seq: u64,
+    ) -> Result<(), StoreError>;
 
     /// The user's read markers, for channels where one was set.
-    async fn read_markers(&self, team: &TeamId, user: &UserId) -> Result<Vec<(ChannelId, u64)>, StoreError>;
+    async fn read_markers(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+    ) -> Result<Vec<(ChannelId, u64)>, StoreError>;
 
     // ---- lifecycle ----
 
