@@ -44,7 +44,11 @@ pub trait CoreApi: Send + Sync + 'static {
     // ---- channels ----
 
     /// `POST /v1/channels`: the caller becomes the first member.
-    async fn create_channel(&self, caller: &Caller, req: CreateChannelRequest) -> Result<Channel, ApiError>;
+    async fn create_channel(
+        &self,
+        caller: &Caller,
+        req: CreateChannelRequest,
+    ) -> Result<Channel, ApiError>;
 
     /// `POST /v1/dms`: the one DM or group DM for the caller plus `users`.
     async fn open_dm(&self, caller: &Caller, users: &[UserId]) -> Result<Channel, ApiError>;
@@ -59,13 +63,23 @@ pub trait CoreApi: Send + Sync + 'static {
     async fn member_channels(&self, caller: &Caller) -> Result<Vec<Channel>, ApiError>;
 
     /// Members of a channel the caller may see.
-    async fn channel_members(&self, caller: &Caller, channel: &ChannelId) -> Result<Vec<UserId>, ApiError>;
+    async fn channel_members(
+        &self,
+        caller: &Caller,
+        channel: &ChannelId,
+    ) -> Result<Vec<UserId>, ApiError>;
 
     /// `POST /v1/channels/{id}/join` (public channels only).
-    async fn join_channel(&self, caller: &Caller, channel: &ChannelId) -> Result<Channel, ApiError>;
+    async fn join_channel(&self, caller: &Caller, channel: &ChannelId)
+    -> Result<Channel, ApiError>;
 
     /// `POST /v1/channels/{id}/members`: a member adds users of the team.
-    async fn add_members(&self, caller: &Caller, channel: &ChannelId, users: &[UserId]) -> Result<(), ApiError>;
+    async fn add_members(
+        &self,
+        caller: &Caller,
+        channel: &ChannelId,
+        users: &[UserId],
+    ) -> Result<(), ApiError>;
 
     /// `POST /v1/channels/{id}/leave` (not DMs).
     async fn leave_channel(&self, caller: &Caller, channel: &ChannelId) -> Result<(), ApiError>;
@@ -74,7 +88,11 @@ pub trait CoreApi: Send + Sync + 'static {
 
     /// `POST /v1/messages` and the RTM `message` command: returns once the message is
     /// durable; a retry with the same `client_msg_id` returns the original.
-    async fn post_message(&self, caller: &Caller, req: PostMessageRequest) -> Result<Message, ApiError>;
+    async fn post_message(
+        &self,
+        caller: &Caller,
+        req: PostMessageRequest,
+    ) -> Result<Message, ApiError>;
 
     /// `GET /v1/channels/{id}/history`: newest first, `seq < before`.
     async fn history(
@@ -97,7 +115,12 @@ pub trait CoreApi: Send + Sync + 'static {
     // ---- read state ----
 
     /// The RTM `mark` command: moves the caller's read marker forward.
-    async fn mark_read(&self, caller: &Caller, channel: &ChannelId, seq: u64) -> Result<(), ApiError>;
+    async fn mark_read(
+        &self,
+        caller: &Caller,
+        channel: &ChannelId,
+        seq: u64,
+    ) -> Result<(), ApiError>;
 
     /// For each channel the caller is in: `last_seq`, `last_read`, `unread`.
     async fn channel_states(&self, caller: &Caller) -> Result<Vec<BootChannel>, ApiError>;
@@ -114,10 +137,15 @@ pub trait CoreApi: Send + Sync + 'static {
     async fn end_session(&self, caller: &Caller, session: &str) -> Result<(), ApiError>;
 
     /// The RTM `presence_set` command.
-    async fn set_presence(&self, caller: &Caller, setting: PresenceSetting) -> Result<(), ApiError>;
+    async fn set_presence(&self, caller: &Caller, setting: PresenceSetting)
+    -> Result<(), ApiError>;
 
     /// The RTM `presence_query` command: users outside the team are skipped.
-    async fn presence(&self, caller: &Caller, users: &[UserId]) -> Result<Vec<UserPresence>, ApiError>;
+    async fn presence(
+        &self,
+        caller: &Caller,
+        users: &[UserId],
+    ) -> Result<Vec<UserPresence>, ApiError>;
 
     // ---- events ----
 

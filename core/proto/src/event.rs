@@ -47,9 +47,8 @@ impl TeamEvent {
             TeamEventBody::Typing { channel, .. }
             | TeamEventBody::MemberLeft { channel, .. }
             | TeamEventBody::ReadMarker { channel, .. } => Some(channel),
-            TeamEventBody::ChannelCreated { channel } | TeamEventBody::MemberJoined { channel, .. } => {
-                Some(&channel.id)
-            }
+            TeamEventBody::ChannelCreated { channel }
+            | TeamEventBody::MemberJoined { channel, .. } => Some(&channel.id),
             TeamEventBody::UserChanged { .. } | TeamEventBody::Presence { .. } => None,
         }
     }

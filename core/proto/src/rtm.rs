@@ -93,7 +93,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             error: ApiError::new(ErrorCode::InvalidJson, "frame must be a JSON object"),
         });
     };
-    let id = object.remove("id").and_then(|v| v.as_u64()).filter(|id| *id > 0);
+    let id = object
+        .remove("id")
+        .and_then(|v| v.as_u64())
+        .filter(|id| *id > 0);
     let Some(id) = id else {
         return Err(FrameError {
             reply_to: None,
@@ -108,7 +111,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         error: ApiError::new(code, msg),
     };
     match object.get("type").and_then(Value::as_str) {
-        None => return Err(fail(ErrorCode::InvalidArgument, "frame needs a \"type\"".into())),
+        None => {
+            return Err(fail(
+                ErrorCode::InvalidArgument,
+                "frame needs a \"type\"".into(),
+            ));
+        }
         Some(kind) if !KNOWN_TYPES.contains(&kind) => {
             return Err(fail(
                 ErrorCode::UnknownCommand,
@@ -248,7 +256,10 @@ mod tests {
         let err = parse_client_frame(r#"{"id":0,"type":"ping"}"#).unwrap_err();
         assert_eq!(err.error.code, ErrorCode::InvalidArgument);
 
-        let big = format!(r#"{{"id":1,"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        let big = format!(
+            r#"{{"id":1,"type":"ping","pad":"{}"}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
         let err = parse_client_frame(&big).unwrap_err();
         assert_eq!(err.error.code, ErrorCode::FrameTooLarge);
     }

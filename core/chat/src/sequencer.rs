@@ -1,0 +1,318 @@
+//! One sequencer per channel (DESIGN.md §4): a task that owns the channel's next `seq`,
+//! so `seq`s are dense and strictly increasing without locks on the hot path.
+//!
+//! Sends queue to the channel's task; it takes every send waiting (up to a batch size),
+//! drops retries of a known `client_msg_id`, numbers the rest, writes them in ONE atomic
+//! durable store call, and only then answers and publishes them in `seq` order. A failed
+//! write consumes no `seq`: nothing of the batch is visible and every sender gets an
+//! error, so a `seq` is never skipped. An idle sequencer ends and is recreated on demand
+//! from the store's `last_seq`.
+
+use crate::hlc::{Hlc, format_ts};
+use confab_proto::{ApiError, ChannelId, ErrorCode, Message, MessageId, TeamId, UserId};
+use confab_store::{NewMessage, Store, StoreError};
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A message to be numbered and stored.
+#[derive(Debug)]
+pub struct Draft {
+    pub user: UserId,
+    pub text: String,
+    pub client_msg_id: String,
+}
+
+/// Receives every batch right after it became durable, in `seq` order, from within the
+/// channel's sequencer: the next batch waits until this returns.
+#[async_trait::async_trait]
+pub trait CommitListener: Send + Sync + 'static {
+    async fn committed(&self, team: &TeamId, messages: &[Message]);
+}
+
+/// Tuning of the sequencers.
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// Most sends written in one store call.
+    pub max_batch: usize,
+    /// Queue depth per channel before senders wait.
+    pub queue: usize,
+    /// A channel's task ends after this long without sends.
+    pub idle: Duration,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            queue: 4096,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Message, ApiError>>;
+type Key = (TeamId, ChannelId);
+
+struct Request {
+    draft: Draft,
+    reply: Reply,
+}
+
+/// The sequencers of this node.
+pub struct Sequencers {
+    store: Arc<dyn Store>,
+    clock: Arc<Hlc>,
+    listener: Arc<dyn CommitListener>,
+    config: SequencerConfig,
+    channels: DashMap<Key, mpsc::Sender<Request>>,
+    /// Each running sequencer holds a clone; `drain` waits until all are gone.
+    running: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
+    all_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Sequencers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencers")
+            .field("active_channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequencers {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<Hlc>,
+        listener: Arc<dyn CommitListener>,
+        config: SequencerConfig,
+    ) -> Arc<Self> {
+        let (done_tx, done_rx) = mpsc::channel(1);
+        Arc::new(Self {
+            store,
+            clock,
+            listener,
+            config,
+            channels: DashMap::new(),
+            running: parking_lot::Mutex::new(Some(done_tx)),
+            all_done: tokio::sync::Mutex::new(done_rx),
+        })
+    }
+
+    /// Numbers, stores and publishes one message; returns it once durable. A draft whose
+    /// `client_msg_id` was already stored in the channel returns the stored message.
+    pub async fn submit(
+        self: &Arc<Self>,
+        team: &TeamId,
+        channel: &ChannelId,
+        draft: Draft,
+    ) -> Result<Message, ApiError> {
+        let key = (team.clone(), channel.clone());
+        let (reply, answer) = oneshot::channel();
+        let mut request = Request { draft, reply };
+        loop {
+            let sender = self.sender_for(&key)?;
+            match sender.send(request).await {
+                Ok(()) => break,
+                // The task ended (idle) between lookup and send: forget it, start anew.
+                Err(mpsc::error::SendError(returned)) => {
+                    request = returned;
+                    self.channels
+                        .remove_if(&key, |_, current| current.same_channel(&sender));
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the channel sequencer stopped; retry",
+            ))
+        })
+    }
+
+    fn sender_for(self: &Arc<Self>, key: &Key) -> Result<mpsc::Sender<Request>, ApiError> {
+        if let Some(sender) = self.channels.get(key) {
+            return Ok(sender.clone());
+        }
+        let Some(done) = self.running.lock().clone() else {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down",
+            ));
+        };
+        let entry = self.channels.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.config.queue);
+            let this = Arc::clone(self);
+            let key = key.clone();
+            tokio::spawn(async move {
+                this.run(key, rx).await;
+                drop(done);
+            });
+            tx
+        });
+        Ok(entry.clone())
+    }
+
+    /// Stops taking sends and waits (at most `grace`) for every queued send to finish.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.running.lock().take();
+        self.channels.clear();
+        let mut done = self.all_done.lock().await;
+        tokio::time::timeout(grace, done.recv()).await.is_ok()
+    }
+
+    async fn run(&self, key: Key, mut queue: mpsc::Receiver<Request>) {
+        let (team, channel) = &key;
+        // `None` until known: (re)read from the store, also after a failed write.
+        let mut next_seq: Option<u64> = None;
+        let mut batch: Vec<Request> = Vec::with_capacity(self.config.max_batch);
+        loop {
+            let first = match tokio::time::timeout(self.config.idle, queue.recv()).await {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(_idle) => {
+                    // Close first so that racing senders get their request back and
+                    // retry with a new task, then answer whatever already got in.
+                    queue.close();
+                    self.channels
+                        .remove_if(&key, |_, sender| sender.is_closed());
+                    match queue.recv().await {
+                        Some(request) => request,
+                        None => break,
+                    }
+                }
+            };
+            batch.push(first);
+            while batch.len() < self.config.max_batch {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self
+                .write_batch(team, channel, &mut next_seq, &mut batch)
+                .await
+            {
+                tracing::warn!(%team, %channel, %error, "message batch not written");
+                next_seq = None;
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        next_seq: &mut Option<u64>,
+        batch: &mut Vec<Request>,
+    ) -> Result<(), ApiError> {
+        let mut seq = match *next_seq {
+            Some(seq) => seq,
+            None => {
+                self.store
+                    .last_seq(team, channel)
+                    .await
+                    .map_err(store_error)?
+                    + 1
+            }
+        };
+        let mut fresh: Vec<NewMessage> = Vec::with_capacity(batch.len());
+        // Where each request's answer comes from: a new message or an earlier one.
+        let mut answers: Vec<Message> = Vec::with_capacity(batch.len());
+        let mut in_batch: HashMap<&str, usize> = HashMap::new();
+        for request in batch.iter() {
+            let draft = &request.draft;
+            if let Some(&index) = in_batch.get(draft.client_msg_id.as_str()) {
+                answers.push(fresh[index].message.clone());
+                continue;
+            }
+            if let Some(existing) = self
+                .store
+                .message_by_client_msg_id(team, channel, &draft.client_msg_id)
+                .await
+                .map_err(store_error)?
+            {
+                answers.push(existing);
+                continue;
+            }
+            let message = Message {
+                id: MessageId::generate(),
+                channel: channel.clone(),
+                user: draft.user.clone(),
+                text: draft.text.clone(),
+                seq,
+                ts: format_ts(self.clock.now()),
+                client_msg_id: draft.client_msg_id.clone(),
+                thread_ts: None,
+                edited_ts: None,
+                deleted: false,
+            };
+            seq += 1;
+            in_batch.insert(draft.client_msg_id.as_str(), fresh.len());
+            answers.push(message.clone());
+            fresh.push(NewMessage {
+                team: team.clone(),
+                message,
+            });
+        }
+        if !fresh.is_empty() {
+            self.store
+                .append_messages(&fresh)
+                .await
+                .map_err(store_error)?;
+            metrics::observe_batch(fresh.len());
+            let messages: Vec<Message> = fresh.into_iter().map(|m| m.message).collect();
+            self.listener.committed(team, &messages).await;
+        }
+        *next_seq = Some(seq);
+        for (request, message) in batch.drain(..).zip(answers) {
+            let _ = request.reply.send(Ok(message));
+        }
+        Ok(())
+    }
+}
+
+/// How storage failures look to clients: nothing was acknowledged.
+pub fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Conflict(conflict) => ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{conflict} already exists"),
+        ),
+        StoreError::Unavailable(msg) => ApiError::new(
+            ErrorCode::Unavailable,
+            format!("storage unavailable: {msg}"),
+        ),
+        StoreError::Internal(msg) => {
+            tracing::error!(%msg, "store internal error");
+            ApiError::new(ErrorCode::Internal, "internal storage error")
+        }
+    }
+}
+
+mod metrics {
+    //! Sequencer metrics on the default Prometheus registry.
+    use prometheus::{Histogram, HistogramOpts};
+    use std::sync::LazyLock;
+
+    static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+        let histogram = Histogram::with_opts(
+            HistogramOpts::new(
+                "confab_sequencer_batch_messages",
+                "Messages written per durable sequencer batch",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid histogram");
+        let _ = prometheus::register(Box::new(histogram.clone()));
+        histogram
+    });
+
+    pub fn observe_batch(size: usize) {
+        BATCH_SIZE.observe(size as f64);
+    }
+}
