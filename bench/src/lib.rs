@@ -1,1 +1,46 @@
-//! placeholder
+//! confab's benchmarks. Each scenario is a function returning a [`Report`] so the binary,
+//! CI's `--quick` smoke runs and future comparisons with peer servers share one code path.
+
+pub mod store;
+
+use hdrhistogram::Histogram;
+use std::time::Duration;
+
+/// What a scenario measured.
+#[derive(Debug)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub operations: u64,
+    pub elapsed: Duration,
+    /// Latency per operation, in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Free-form facts worth printing (e.g. fsyncs per operation).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Operations per second over the whole run.
+    pub fn rate(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// One Markdown table row: scenario, ops, ops/s, p50/p99/p999 in ms.
+    pub fn markdown_row(&self) -> String {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.scenario,
+            self.operations,
+            self.rate(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.notes.join("; ")
+        )
+    }
+}
+
+/// A histogram of microseconds from 1 µs to 60 s with 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}

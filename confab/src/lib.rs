@@ -1,1 +1,5 @@
-//! placeholder
+//! The roles the `confab` binary runs, as a library so tests start them in-process.
+//! Today: [`dev`], the whole system in one process on embedded backends.
+
+pub mod config;
+pub mod dev;

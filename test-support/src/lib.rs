@@ -1,1 +1,16 @@
-//! placeholder
+//! Helpers shared by confab's end-to-end tests. They start the real server on
+//! `127.0.0.1:0` and speak the real protocols to it over real TLS: HTTPS (HTTP/1.1),
+//! WSS and, through the edge crate's client, HTTP/3.
+
+pub mod node;
+pub mod rest;
+pub mod rtm;
+
+pub use node::TestNode;
+pub use rest::{RestClient, Session};
+pub use rtm::RtmClient;
+
+/// A short unique suffix for team domains, emails and client message ids.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
+}

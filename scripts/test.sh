@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole confab test suite, from a fresh machine: installs what the build and the
+# tests need, then runs formatting, lint and every test (unit, conformance, end to end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_build_tools
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
