@@ -49,7 +49,7 @@ impl DevOptions {
             allow_team_creation: true,
             sync: SyncPolicy::Fsync,
             edge: EdgeSettings::default(),
-            web_assets: None,
+            web_assets: crate::web::assets(),
         }
     }
 }
@@ -108,7 +108,7 @@ impl DevNode {
             PresenceBackend::InProcess { ttl } => MemoryPresence::new(ttl),
         };
         let fanout: Arc<dyn FanOut> = match backends.fanout {
-            FanOutBackend::InProcess => Arc::new(MemoryFanOut::new()),
+            FanOutBackend::InProcess => MemoryFanOut::new(),
         };
         let event_log: Arc<dyn EventLog> = match &backends.event_log {
             EventLogBackend::Embedded { dir } => Arc::new(FjallEventLog::open(dir)?),

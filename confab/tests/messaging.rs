@@ -2,7 +2,7 @@
 //! exchange messages in order, retries are idempotent, history pages, resume fills gaps.
 
 use confab_test_support::{RestClient, RtmClient, TestNode, unique};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 async fn setup() -> (TestNode, RestClient) {
@@ -121,7 +121,7 @@ async fn history_pages_newest_first() {
     for i in 1..=25 {
         a.send_message(&channel, &format!("m{i}"), &format!("k{i}")).await;
     }
-    let mut seen = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
     let mut before: Option<u64> = None;
     loop {
         let path = match before {
