@@ -35,11 +35,30 @@ enum Scenario {
 async fn main() {
     let cli = Cli::parse();
     let report = match cli.scenario {
-        Scenario::Store { channels, batch, seconds, no_fsync } => {
-            let duration = if cli.quick { Duration::from_millis(300) } else { Duration::from_secs(seconds) };
+        Scenario::Store {
+            channels,
+            batch,
+            seconds,
+            no_fsync,
+        } => {
+            let duration = if cli.quick {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(seconds)
+            };
             let channels = if cli.quick { channels.min(4) } else { channels };
-            let sync = if no_fsync { SyncPolicy::Os } else { SyncPolicy::Fsync };
-            confab_bench::store::run(StoreBench { channels, batch, duration, sync }).await
+            let sync = if no_fsync {
+                SyncPolicy::Os
+            } else {
+                SyncPolicy::Fsync
+            };
+            confab_bench::store::run(StoreBench {
+                channels,
+                batch,
+                duration,
+                sync,
+            })
+            .await
         }
     };
     println!("| scenario | messages | msg/s | p50 ms | p99 ms | p999 ms | notes |");

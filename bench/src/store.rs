@@ -23,7 +23,11 @@ pub struct StoreBench {
 pub async fn run(params: StoreBench) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
-        FjallStore::open(FjallStoreOptions { dir: dir.path().to_path_buf(), sync: params.sync }).expect("open store"),
+        FjallStore::open(FjallStoreOptions {
+            dir: dir.path().to_path_buf(),
+            sync: params.sync,
+        })
+        .expect("open store"),
     );
     let team = TeamId::generate();
     let user = UserId::generate();
@@ -48,7 +52,8 @@ pub async fn run(params: StoreBench) -> Report {
                                 id: MessageId::generate(),
                                 channel: channel.clone(),
                                 user: user.clone(),
-                                text: "a typical short chat message of some sixty bytes or so".into(),
+                                text: "a typical short chat message of some sixty bytes or so"
+                                    .into(),
                                 seq,
                                 ts: format!("1700000000.{seq:06}"),
                                 client_msg_id: format!("c{seq}"),
@@ -71,7 +76,9 @@ pub async fn run(params: StoreBench) -> Report {
     }
     let mut latency_us = latency_histogram();
     for writer in writers {
-        latency_us.add(writer.await.expect("writer")).expect("same bounds");
+        latency_us
+            .add(writer.await.expect("writer"))
+            .expect("same bounds");
     }
     let elapsed = started.elapsed();
     let stats = store.commit_stats();
@@ -82,8 +89,15 @@ pub async fn run(params: StoreBench) -> Report {
         elapsed,
         latency_us,
         notes: vec![
-            format!("{} writers, batch {}, {:?}", params.channels, params.batch, params.sync),
-            format!("{} fsyncs ({:.1} messages per fsync)", stats.syncs, operations as f64 / stats.syncs.max(1) as f64),
+            format!(
+                "{} writers, batch {}, {:?}",
+                params.channels, params.batch, params.sync
+            ),
+            format!(
+                "{} fsyncs ({:.1} messages per fsync)",
+                stats.syncs,
+                operations as f64 / stats.syncs.max(1) as f64
+            ),
         ],
     }
 }

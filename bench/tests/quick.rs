@@ -7,9 +7,16 @@ fn store_scenario_runs_quick() {
         .args(["--quick", "store"])
         .output()
         .expect("run confab-bench");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let row = stdout.lines().find(|l| l.starts_with("| store |")).expect("a store row");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| store |"))
+        .expect("a store row");
     let messages: u64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
     assert!(messages > 0, "{row}");
     assert!(row.contains("fsyncs"), "{row}");

@@ -24,10 +24,15 @@ impl Backends {
     /// Everything embedded under one data directory: what `confab dev` runs on.
     pub fn embedded(data_dir: &Path, sync: SyncPolicy) -> Self {
         Self {
-            store: StoreBackend::Embedded(FjallStoreOptions { dir: data_dir.join("store"), sync }),
+            store: StoreBackend::Embedded(FjallStoreOptions {
+                dir: data_dir.join("store"),
+                sync,
+            }),
             presence: PresenceBackend::InProcess { ttl: PRESENCE_TTL },
             fanout: FanOutBackend::InProcess,
-            event_log: EventLogBackend::Embedded { dir: data_dir.join("events") },
+            event_log: EventLogBackend::Embedded {
+                dir: data_dir.join("events"),
+            },
         }
     }
 }

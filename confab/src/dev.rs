@@ -5,7 +5,9 @@
 use crate::config::Backends;
 use confab_auth::{SigningKeyPair, TokenIssuer, TokenVerifier};
 use confab_chat::{ChatConfig, ChatService, CoreApi};
-use confab_events::{EventLog, EventLogBackend, FanOut, FanOutBackend, FjallEventLog, MemoryFanOut};
+use confab_events::{
+    EventLog, EventLogBackend, FanOut, FanOutBackend, FjallEventLog, MemoryFanOut,
+};
 use confab_flannel_cache::{Flannel, FlannelConfig};
 use confab_presence::{MemoryPresence, PresenceBackend, PresenceStore};
 use confab_store::SyncPolicy;
@@ -86,7 +88,10 @@ pub struct DevNode {
 
 impl std::fmt::Debug for DevNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevNode").field("addr", &self.addr).field("data_dir", &self.data_dir).finish_non_exhaustive()
+        f.debug_struct("DevNode")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,10 +100,14 @@ impl DevNode {
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let data_dir = options.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| DevError::DataDir(data_dir.clone(), e))?;
-        let tls = tls::ensure_local_tls(&data_dir, &[]).map_err(|e| DevError::Tls(e.to_string()))?;
+        let tls =
+            tls::ensure_local_tls(&data_dir, &[]).map_err(|e| DevError::Tls(e.to_string()))?;
         let ca_path = tls.ca_path.clone();
         let keys = SigningKeyPair::load_or_generate(&data_dir.join("keys"))?;
-        let chat_config = ChatConfig { allow_team_creation: options.allow_team_creation, ..ChatConfig::default() };
+        let chat_config = ChatConfig {
+            allow_team_creation: options.allow_team_creation,
+            ..ChatConfig::default()
+        };
         let issuer = TokenIssuer::new(&keys, chat_config.token_lifetime)?;
         let verifier = Arc::new(TokenVerifier::from_public_pem(keys.public_pem())?);
 
@@ -113,17 +122,26 @@ impl DevNode {
         let event_log: Arc<dyn EventLog> = match &backends.event_log {
             EventLogBackend::Embedded { dir } => Arc::new(FjallEventLog::open(dir)?),
         };
-        let chat = ChatService::new(store, presence, fanout, event_log, issuer, chat_config).map_err(DevError::Core)?;
+        let chat = ChatService::new(store, presence, fanout, event_log, issuer, chat_config)
+            .map_err(DevError::Core)?;
         let core: Arc<dyn CoreApi> = chat.clone();
         let flannel = Flannel::new(Arc::clone(&core), FlannelConfig::default());
         let mut edge_config = EdgeConfig::new(options.listen, tls, core, flannel, verifier);
         edge_config.allow_team_creation = options.allow_team_creation;
         edge_config.settings = options.edge.clone();
         edge_config.web_assets = options.web_assets.clone();
-        let edge = confab_ws_terminator::start(edge_config).await.map_err(|e| DevError::Edge(e.to_string()))?;
+        let edge = confab_ws_terminator::start(edge_config)
+            .await
+            .map_err(|e| DevError::Edge(e.to_string()))?;
         let addr = edge.local_addr;
         tracing::info!(%addr, data_dir = %data_dir.display(), ca = %ca_path.display(), "confab dev is serving HTTPS, WSS and HTTP/3");
-        Ok(Self { edge, chat, addr, ca_path, data_dir })
+        Ok(Self {
+            edge,
+            chat,
+            addr,
+            ca_path,
+            data_dir,
+        })
     }
 
     /// Graceful stop: clients get `goodbye`, in-flight commands and queued sends finish

@@ -50,7 +50,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Dev { data_dir, listen, no_team_creation } => {
+        Command::Dev {
+            data_dir,
+            listen,
+            no_team_creation,
+        } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {
@@ -62,7 +66,9 @@ fn main() -> ExitCode {
             options.allow_team_creation = !no_team_creation;
             runtime.block_on(run_dev(options))
         }
-        Command::Geo { command: GeoCommand::Check { file } } => geo_check(&file),
+        Command::Geo {
+            command: GeoCommand::Check { file },
+        } => geo_check(&file),
     }
 }
 
@@ -74,7 +80,10 @@ async fn run_dev(options: DevOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("confab dev listening on https://{0} (WSS wss://{0}/v1/rtm, HTTP/3 udp {0})", node.addr);
+    println!(
+        "confab dev listening on https://{0} (WSS wss://{0}/v1/rtm, HTTP/3 udp {0})",
+        node.addr
+    );
     println!("trust the local CA at {}", node.ca_path.display());
     wait_for_stop_signal().await;
     tracing::info!("stopping: draining connections");
@@ -84,7 +93,10 @@ async fn run_dev(options: DevOptions) -> ExitCode {
 
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the only stop is a kill; run until then.
         std::future::pending::<()>().await;
         return;

@@ -22,9 +22,17 @@ fn spawn_confab(data_dir: &Path) -> (Child, SocketAddr) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().expect("confab printed its address").expect("stdout");
+        let line = lines
+            .next()
+            .expect("confab printed its address")
+            .expect("stdout");
         if let Some(rest) = line.strip_prefix("confab dev listening on https://") {
-            break rest.split_whitespace().next().unwrap().parse().expect("address");
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .expect("address");
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.
@@ -86,12 +94,25 @@ async fn every_acked_message_survives_kill_9() {
         }
     }
     for message in &acked {
-        assert!(stored.contains(message), "acked message lost after kill -9: {message}");
+        assert!(
+            stored.contains(message),
+            "acked message lost after kill -9: {message}"
+        );
     }
-    let seqs: Vec<u64> = stored.iter().rev().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "still dense after the crash");
+    let seqs: Vec<u64> = stored
+        .iter()
+        .rev()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "still dense after the crash"
+    );
     // New sends continue the sequence.
-    let (status, body) = rest.post_message(&session, &channel, "after", "after-crash").await;
+    let (status, body) = rest
+        .post_message(&session, &channel, "after", "after-crash")
+        .await;
     assert_eq!(status, 201);
     assert_eq!(body["message"]["seq"], json!(seqs.len() as u64 + 1));
     signal(&child, 9);
@@ -119,7 +140,12 @@ async fn sigterm_says_goodbye_and_keeps_acked_messages() {
     let (mut child, addr) = spawn_confab(dir.path());
     let rest = RestClient::new(addr, &ca);
     let session = rest.login(&alice.domain, &alice.email).await;
-    let (_, history) = rest.get(&format!("/v1/channels/{channel}/history"), Some(&session.token)).await;
+    let (_, history) = rest
+        .get(
+            &format!("/v1/channels/{channel}/history"),
+            Some(&session.token),
+        )
+        .await;
     assert_eq!(history["messages"][0]["text"], "before stop", "{history}");
     signal(&child, 9);
     child.wait().unwrap();

@@ -24,22 +24,64 @@ async fn world(node: &TestNode) -> World {
     let other_team = rest.create_team().await;
     let public = rest.create_channel(&owner, "open", false).await;
     let private = rest.create_channel(&owner, "secret", true).await;
-    let (_, dm) = rest.post("/v1/dms", Some(&owner.token), json!({"user_ids": [friend.user_id]})).await;
+    let (_, dm) = rest
+        .post(
+            "/v1/dms",
+            Some(&owner.token),
+            json!({"user_ids": [friend.user_id]}),
+        )
+        .await;
     let dm = dm["channel"]["id"].as_str().unwrap().to_owned();
     for channel in [&public, &private, &dm] {
         let (status, _) = rest.post_message(&owner, channel, "inside", "seed").await;
         assert_eq!(status, 201);
     }
-    World { rest, owner, outsider_same_team, other_team, public, private, dm }
+    World {
+        rest,
+        owner,
+        outsider_same_team,
+        other_team,
+        public,
+        private,
+        dm,
+    }
 }
 
 /// Every channel-scoped REST operation a stranger could try: (label, method, path, body).
-fn operations(channel: &str, victim: &str) -> Vec<(&'static str, &'static str, String, Option<serde_json::Value>)> {
+fn operations(
+    channel: &str,
+    victim: &str,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    String,
+    Option<serde_json::Value>,
+)> {
     vec![
-        ("history", "GET", format!("/v1/channels/{channel}/history"), None),
-        ("post", "POST", "/v1/messages".into(), Some(json!({"channel": channel, "text": "intrude", "client_msg_id": "x"}))),
-        ("add members", "POST", format!("/v1/channels/{channel}/members"), Some(json!({"user_ids": [victim]}))),
-        ("leave", "POST", format!("/v1/channels/{channel}/leave"), Some(json!({}))),
+        (
+            "history",
+            "GET",
+            format!("/v1/channels/{channel}/history"),
+            None,
+        ),
+        (
+            "post",
+            "POST",
+            "/v1/messages".into(),
+            Some(json!({"channel": channel, "text": "intrude", "client_msg_id": "x"})),
+        ),
+        (
+            "add members",
+            "POST",
+            format!("/v1/channels/{channel}/members"),
+            Some(json!({"user_ids": [victim]})),
+        ),
+        (
+            "leave",
+            "POST",
+            format!("/v1/channels/{channel}/leave"),
+            Some(json!({})),
+        ),
     ]
 }
 
@@ -59,16 +101,35 @@ async fn strangers_are_refused_every_channel_read_and_write() {
         for (label, method, path, body) in operations(channel, &session.user_id) {
             let body = body.map(|b| Bytes::from(b.to_string()));
             let (status, reply) = w.rest.raw(method, &path, Some(&session.token), body).await;
-            assert!(status == 403 || status == 404, "{who} {label} on {kind} channel got {status}: {reply}");
-            assert!(reply["error"]["code"].is_string(), "error body shape: {reply}");
+            assert!(
+                status == 403 || status == 404,
+                "{who} {label} on {kind} channel got {status}: {reply}"
+            );
+            assert!(
+                reply["error"]["code"].is_string(),
+                "error body shape: {reply}"
+            );
         }
         // Joining is a write too: only a public channel of one's own team can be joined.
-        let (status, _) = w.rest.post(&format!("/v1/channels/{channel}/join"), Some(&session.token), json!({})).await;
+        let (status, _) = w
+            .rest
+            .post(
+                &format!("/v1/channels/{channel}/join"),
+                Some(&session.token),
+                json!({}),
+            )
+            .await;
         let may_join = who == "non-member" && kind == "public";
         assert_eq!(status == 200, may_join, "{who} join {kind}: {status}");
         if may_join {
             // Undo, so the RTM checks below see a non-member again.
-            w.rest.post(&format!("/v1/channels/{channel}/leave"), Some(&session.token), json!({})).await;
+            w.rest
+                .post(
+                    &format!("/v1/channels/{channel}/leave"),
+                    Some(&session.token),
+                    json!({}),
+                )
+                .await;
         }
     }
 
@@ -78,27 +139,55 @@ async fn strangers_are_refused_every_channel_read_and_write() {
         for channel in [&w.public, &w.private, &w.dm] {
             let reply = rtm.send_message(channel, "intrude", "y").await;
             assert_eq!(reply["ok"], false, "{reply}");
-            let reply = rtm.request(json!({"type":"resume","cursors":{channel.as_str(): 0}})).await;
-            let leaked: Vec<_> = rtm.events.drain(..).filter(|e| e["type"] == "message").collect();
+            let reply = rtm
+                .request(json!({"type":"resume","cursors":{channel.as_str(): 0}}))
+                .await;
+            let leaked: Vec<_> = rtm
+                .events
+                .drain(..)
+                .filter(|e| e["type"] == "message")
+                .collect();
             assert!(leaked.is_empty(), "resume leaked {leaked:?} ({reply})");
-            let reply = rtm.request(json!({"type":"typing","channel":channel})).await;
+            let reply = rtm
+                .request(json!({"type":"typing","channel":channel}))
+                .await;
             assert_eq!(reply["ok"], false, "{reply}");
-            let reply = rtm.request(json!({"type":"mark","channel":channel,"seq":1})).await;
+            let reply = rtm
+                .request(json!({"type":"mark","channel":channel,"seq":1}))
+                .await;
             assert_eq!(reply["ok"], false, "{reply}");
         }
     }
     // Other teams' users are invisible too.
-    let (status, users) =
-        w.rest.get(&format!("/v1/users?ids={}", w.owner.user_id), Some(&w.other_team.token)).await;
+    let (status, users) = w
+        .rest
+        .get(
+            &format!("/v1/users?ids={}", w.owner.user_id),
+            Some(&w.other_team.token),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(users["users"], json!([]), "{users}");
     // Nothing the strangers tried was stored.
     for channel in [&w.public, &w.private, &w.dm] {
-        let (_, history) = w.rest.get(&format!("/v1/channels/{channel}/history"), Some(&w.owner.token)).await;
-        assert_eq!(history["messages"].as_array().unwrap().len(), 1, "{history}");
+        let (_, history) = w
+            .rest
+            .get(
+                &format!("/v1/channels/{channel}/history"),
+                Some(&w.owner.token),
+            )
+            .await;
+        assert_eq!(
+            history["messages"].as_array().unwrap().len(),
+            1,
+            "{history}"
+        );
     }
     // Private channels don't show in strangers' channel lists.
-    let (_, list) = w.rest.get("/v1/channels", Some(&w.outsider_same_team.token)).await;
+    let (_, list) = w
+        .rest
+        .get("/v1/channels", Some(&w.outsider_same_team.token))
+        .await;
     assert!(!list.to_string().contains(w.private.as_str()), "{list}");
 }
 
@@ -109,7 +198,9 @@ async fn bad_tokens_get_401_everywhere() {
     let good = &w.owner.token;
     let (header, rest) = good.split_once('.').unwrap();
     let (payload, _signature) = rest.split_once('.').unwrap();
-    let forged = format!("{header}.{payload}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let forged = format!(
+        "{header}.{payload}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
     // A token signed by a different key (another confab install).
     let stranger_node = TestNode::start().await;
@@ -119,10 +210,20 @@ async fn bad_tokens_get_401_everywhere() {
         use std::io::Read;
         // Sign an expired token with this node's own key, read from its data directory.
         let mut pem = String::new();
-        std::fs::File::open(node.data_dir().join("keys/jwt-ed25519.pem")).unwrap().read_to_string(&mut pem).unwrap();
+        std::fs::File::open(node.data_dir().join("keys/jwt-ed25519.pem"))
+            .unwrap()
+            .read_to_string(&mut pem)
+            .unwrap();
         expired_token(&pem, &w.owner)
     };
-    let bad = [("missing", None), ("garbage", Some("garbage".to_owned())), ("forged", Some(forged)), ("alg none", Some(alg_none)), ("foreign key", Some(foreign)), ("expired", Some(expired))];
+    let bad = [
+        ("missing", None),
+        ("garbage", Some("garbage".to_owned())),
+        ("forged", Some(forged)),
+        ("alg none", Some(alg_none)),
+        ("foreign key", Some(foreign)),
+        ("expired", Some(expired)),
+    ];
     let endpoints = [
         ("GET", "/v1/boot".to_owned()),
         ("GET", "/v1/channels".to_owned()),
@@ -135,17 +236,37 @@ async fn bad_tokens_get_401_everywhere() {
     ];
     for (label, token) in &bad {
         for (method, path) in &endpoints {
-            let (status, body) = w.rest.raw(method, path, token.as_deref(), Some(Bytes::from_static(b"{}"))).await;
+            let (status, body) = w
+                .rest
+                .raw(
+                    method,
+                    path,
+                    token.as_deref(),
+                    Some(Bytes::from_static(b"{}")),
+                )
+                .await;
             assert_eq!(status, 401, "{label} token on {method} {path}: {body}");
             assert_eq!(body["error"]["code"], "not_authed", "{body}");
         }
-        let upgrade = RtmClient::try_connect(w.rest.addr, w.rest.tls_config(), token.as_deref(), "/v1/rtm").await;
+        let upgrade = RtmClient::try_connect(
+            w.rest.addr,
+            w.rest.tls_config(),
+            token.as_deref(),
+            "/v1/rtm",
+        )
+        .await;
         assert_eq!(upgrade.err(), Some(401), "{label} token on the RTM upgrade");
     }
     // The good token still works, also as ?token= on the upgrade.
     let (status, _) = w.rest.get("/v1/boot", Some(good)).await;
     assert_eq!(status, 200);
-    let by_query = RtmClient::try_connect(w.rest.addr, w.rest.tls_config(), None, &format!("/v1/rtm?token={good}")).await;
+    let by_query = RtmClient::try_connect(
+        w.rest.addr,
+        w.rest.tls_config(),
+        None,
+        &format!("/v1/rtm?token={good}"),
+    )
+    .await;
     assert!(by_query.is_ok());
 }
 
@@ -153,7 +274,10 @@ fn expired_token(private_pem: &str, session: &Session) -> String {
     let keys_dir = tempfile_dir_with(private_pem);
     let keys = confab_auth::SigningKeyPair::load_or_generate(keys_dir.path()).unwrap();
     let issuer = confab_auth::TokenIssuer::new(&keys, std::time::Duration::from_secs(60)).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     issuer
         .issue_claims(&confab_auth::Claims {
             user: session.user_id.as_str().into(),

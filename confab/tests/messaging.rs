@@ -17,7 +17,13 @@ async fn two_members_exchange_messages() {
     let alice = rest.create_team().await;
     let bob = rest.create_user(&alice, "bob").await;
     let channel = rest.create_channel(&alice, "general", false).await;
-    let (status, _) = rest.post(&format!("/v1/channels/{channel}/join"), Some(&bob.token), json!({})).await;
+    let (status, _) = rest
+        .post(
+            &format!("/v1/channels/{channel}/join"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 200);
 
     let mut a = RtmClient::connect(rest.addr, rest.tls_config(), &alice.token).await;
@@ -39,7 +45,11 @@ async fn two_members_exchange_messages() {
     assert_eq!(reply["message"]["seq"], 2);
     let got = a.next_event("message").await;
     // Alice also receives her own message as an event; skip to Bob's.
-    let got = if got["seq"] == 1 { a.next_event("message").await } else { got };
+    let got = if got["seq"] == 1 {
+        a.next_event("message").await
+    } else {
+        got
+    };
     assert_eq!(got["text"], "hi alice");
     assert!(got["ts"].as_str().unwrap() > sent["ts"].as_str().unwrap());
 }
@@ -65,7 +75,11 @@ async fn rapid_sends_are_acked_dense_and_seen_in_order() {
     for (i, id) in ids.into_iter().enumerate() {
         let reply = a.reply(id).await;
         assert_eq!(reply["ok"], true, "{reply}");
-        assert_eq!(reply["message"]["seq"], json!(i as u64 + 1), "acks are dense and in send order");
+        assert_eq!(
+            reply["message"]["seq"],
+            json!(i as u64 + 1),
+            "acks are dense and in send order"
+        );
         assert_eq!(reply["message"]["text"], json!(format!("m{i}")));
     }
     for i in 0..N {
@@ -86,7 +100,10 @@ async fn a_retried_client_msg_id_yields_one_message() {
     assert_eq!(status, 201, "{first}");
     let (status, second) = rest.post_message(&alice, &channel, "once", &key).await;
     assert_eq!(status, 201);
-    assert_eq!(first["message"], second["message"], "a retry returns the original");
+    assert_eq!(
+        first["message"], second["message"],
+        "a retry returns the original"
+    );
 
     let mut a = RtmClient::connect(rest.addr, rest.tls_config(), &alice.token).await;
     let third = a.send_message(&channel, "once", &key).await;
@@ -100,14 +117,27 @@ async fn a_retried_client_msg_id_yields_one_message() {
     }
     assert!(seqs.windows(2).all(|w| w[0] == w[1]), "{seqs:?}");
 
-    let (_, history) = rest.get(&format!("/v1/channels/{channel}/history"), Some(&alice.token)).await;
-    assert_eq!(history["messages"].as_array().unwrap().len(), 2, "{history}");
+    let (_, history) = rest
+        .get(
+            &format!("/v1/channels/{channel}/history"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
 }
 
 async fn futures_ids(client: &mut RtmClient, channel: &str, key: &str, n: usize) -> Vec<u64> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        ids.push(client.send(json!({"type":"message","channel":channel,"text":"dup","client_msg_id":key})).await);
+        ids.push(
+            client
+                .send(json!({"type":"message","channel":channel,"text":"dup","client_msg_id":key}))
+                .await,
+        );
     }
     ids
 }
@@ -119,7 +149,8 @@ async fn history_pages_newest_first() {
     let channel = rest.create_channel(&alice, "paged", false).await;
     let mut a = RtmClient::connect(rest.addr, rest.tls_config(), &alice.token).await;
     for i in 1..=25 {
-        a.send_message(&channel, &format!("m{i}"), &format!("k{i}")).await;
+        a.send_message(&channel, &format!("m{i}"), &format!("k{i}"))
+            .await;
     }
     let mut seen: Vec<u64> = Vec::new();
     let mut before: Option<u64> = None;
@@ -130,8 +161,16 @@ async fn history_pages_newest_first() {
         };
         let (status, page) = rest.get(&path, Some(&alice.token)).await;
         assert_eq!(status, 200, "{page}");
-        let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-        assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "newest first, dense: {seqs:?}");
+        let seqs: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] == w[1] + 1),
+            "newest first, dense: {seqs:?}"
+        );
         seen.extend(&seqs);
         if !page["has_more"].as_bool().unwrap() {
             break;
@@ -151,7 +190,8 @@ async fn resume_replays_exactly_what_was_missed() {
 
     let mut b = RtmClient::connect(rest.addr, rest.tls_config(), &bob.token).await;
     for i in 1..=3 {
-        rest.post_message(&alice, &channel, &format!("seen {i}"), &format!("s{i}")).await;
+        rest.post_message(&alice, &channel, &format!("seen {i}"), &format!("s{i}"))
+            .await;
     }
     let mut last = 0;
     for _ in 0..3 {
@@ -161,10 +201,13 @@ async fn resume_replays_exactly_what_was_missed() {
     b.close().await;
 
     for i in 4..=9 {
-        rest.post_message(&alice, &channel, &format!("missed {i}"), &format!("s{i}")).await;
+        rest.post_message(&alice, &channel, &format!("missed {i}"), &format!("s{i}"))
+            .await;
     }
     let mut b = RtmClient::connect(rest.addr, rest.tls_config(), &bob.token).await;
-    let id = b.send(json!({"type":"resume","cursors":{channel.clone(): last}})).await;
+    let id = b
+        .send(json!({"type":"resume","cursors":{channel.clone(): last}}))
+        .await;
     let reply = b.reply(id).await;
     assert_eq!(reply["ok"], true, "{reply}");
     let replayed: Vec<u64> = b
@@ -173,7 +216,11 @@ async fn resume_replays_exactly_what_was_missed() {
         .filter(|e| e["type"] == "message")
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(replayed, (4..=9).collect::<Vec<u64>>(), "exactly the missed messages, in order");
+    assert_eq!(
+        replayed,
+        (4..=9).collect::<Vec<u64>>(),
+        "exactly the missed messages, in order"
+    );
 
     // Live delivery continues after the replay without duplicates.
     rest.post_message(&alice, &channel, "live", "s10").await;
@@ -194,7 +241,10 @@ async fn dms_are_idempotent_per_member_set() {
         let rest = rest.clone();
         let token = by.token.clone();
         let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-        async move { rest.post("/v1/dms", Some(&token), json!({"user_ids": ids})).await }
+        async move {
+            rest.post("/v1/dms", Some(&token), json!({"user_ids": ids}))
+                .await
+        }
     };
     let (status, first) = open(&alice, vec![&bob.user_id]).await;
     assert_eq!(status, 200, "{first}");
@@ -217,5 +267,8 @@ async fn dms_are_idempotent_per_member_set() {
     assert_eq!(status, 201);
     assert_eq!(b.next_event("message").await["text"], "psst");
     let (status, _) = rest.post_message(&carol, &dm, "me too", "dm-2").await;
-    assert!(status == 403 || status == 404, "carol is not in the DM: {status}");
+    assert!(
+        status == 403 || status == 404,
+        "carol is not in the DM: {status}"
+    );
 }

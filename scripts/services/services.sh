@@ -84,6 +84,29 @@ java_version() {
     "$JAVA" -version 2>&1 | sed -n '1s/.*version "\([^"]*\)".*/\1/p'
 }
 
+# Appends to `opts` what makes a JVM server start fast on 2 cores (service $1, version $2):
+fast_start_opts() {
+    # Class loading dominates a warm start. The first run that exits cleanly (`down`)
+    # dumps the classes it loaded into an AppCDS archive; later starts map it. A stale or
+    # broken archive is ignored by the JVM (-Xshare:auto); the name carries the versions,
+    # so an upgrade makes a new one. CONFAB_SERVICES_CDS=0 turns this off.
+    if [ "${CONFAB_SERVICES_CDS:-1}" = 1 ]; then
+        local cds
+        cds="$SVC/$1/cds-$2-$(java_version).jsa"
+        if [ -s "$cds" ]; then
+            opts+=(-Xshare:auto "-XX:SharedArchiveFile=$cds")
+        else
+            opts+=("-XX:ArchiveClassesAtExit=$cds")
+        fi
+    fi
+    # C1 only: C2 compiling the startup path competes for the 2 cores and costs seconds
+    # per start; tests run short requests where C2's code barely matters. Benchmarks set
+    # CONFAB_SERVICES_FAST_JIT=0 for the full tiered JIT.
+    if [ "${CONFAB_SERVICES_FAST_JIT:-1}" = 1 ]; then
+        opts+=(-XX:TieredStopAtLevel=1)
+    fi
+}
+
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() {
     # shellcheck disable=SC2016 # expanded by the child bash, from its arguments
@@ -443,27 +466,17 @@ cassandra_start() {
         -Dcassandra.skip_wait_for_gossip_to_settle=0
         # ... and nobody to announce a shutdown to: `down` needn't wait 2s for it.
         -Dcassandra.shutdown_announce_in_ms=0
+        # Every start otherwise measures a memtable row's overhead by filling a test
+        # memtable (~1.5s here); 180 bytes is what it measures on this JVM.
+        -Dcassandra.memtable.row_overhead_size=180
+        # Schema changes skip the blocking flush of the system tables (the commit log
+        # still has them): tests create and drop keyspaces and tables all the time.
+        -Dcassandra.unsafesystem=true
     )
-    # Class loading dominates a warm start on 2 cores. The first run that exits cleanly
-    # (services.sh down) dumps the classes it loaded into an AppCDS archive; later starts
-    # map it. A stale or broken archive is ignored by the JVM (-Xshare:auto), and the name
-    # carries the versions so that an upgrade makes a new one.
-    if [ "${CONFAB_SERVICES_CDS:-1}" = 1 ]; then
-        local cds
-        cds="$d/cds-$CASSANDRA_VERSION-$(java_version).jsa"
-        # jamm's agent only measures objects (it transforms no classes), so archiving
-        # beside it is safe; the JVM wants that said, at dump and at use alike.
-        opts+=(-XX:+UnlockDiagnosticVMOptions -XX:+AllowArchivingWithJavaAgent)
-        if [ -s "$cds" ]; then
-            opts+=(-Xshare:auto "-XX:SharedArchiveFile=$cds")
-        else
-            opts+=("-XX:ArchiveClassesAtExit=$cds")
-        fi
-    fi
-    if [ "$CASSANDRA_JMX_PORT" != 0 ]; then
-        opts+=("-Dcassandra.jmx.local.port=$CASSANDRA_JMX_PORT"
-            -Dcom.sun.management.jmxremote.authenticate=false)
-    fi
+    # jamm's agent only measures objects (it transforms no classes), so class archiving
+    # beside it is safe; the JVM wants that said, at dump and at use alike.
+    opts+=(-XX:+UnlockDiagnosticVMOptions -XX:+AllowArchivingWithJavaAgent)
+    fast_start_opts cassandra "$CASSANDRA_VERSION"
     # Extra JVM options from the environment (last, so they win).
     read -r -a extra <<<"${CONFAB_CASSANDRA_JVM_OPTS:-}"
     opts+=("${extra[@]}")
@@ -497,61 +510,133 @@ cassandra_ready() {
 
 cassandra_logs() { echo "$SVC/cassandra/logs/system.log" "$SVC/cassandra/logs/stdout.log"; }
 
-# A real CQL round trip (native protocol v4, no driver or cqlsh needed): OPTIONS ->
-# SUPPORTED, STARTUP -> READY, then `SELECT release_version FROM system.local` -> ROWS.
-# Prints the release version. Runs in a child bash under `timeout` so that a server that
-# accepts but never answers can't hang us.
-cql_probe() {
-    timeout 10 bash "$SELF" __cql_probe "$HOST" "$(<"$(port_file cassandra)")"
+# A real CQL client in bash (native protocol v4; no driver, cqlsh or Python needed):
+# OPTIONS -> SUPPORTED, STARTUP -> READY, then each statement as a QUERY at consistency
+# ONE. Rows print one per line, cells tab-separated, as text (fine for text columns); a
+# statement without rows prints nothing. Runs in a child bash under `timeout` so that a
+# server that accepts but never answers can't hang us.
+cql() {
+    timeout "${CQL_TIMEOUT:-20}" bash "$SELF" __cql "$HOST" "$(<"$(port_file cassandra)")" "$@"
 }
 
-cql_probe_child() {
+# Readiness: the node answers a query on system.local.
+cql_probe() {
+    CQL_TIMEOUT=10 cql "SELECT release_version FROM system.local"
+}
+
+cql_client() {
     local host=$1 port=$2
+    shift 2
     exec 3<>"/dev/tcp/$host/$port"
-    # Sends a v4 request frame: version 04, flags 00, stream $2, opcode $1, body hex $3.
+    # OP, BODY: the last response frame (opcode and body in hex); POS: read offset in
+    # BODY (hex digits); VAL: what the last take_* read. Globals, since $(...) would
+    # run the readers in a subshell and lose POS.
+    OP="" BODY="" POS=0 VAL="" STREAM=1
+    cql_fail() { echo "cql: $*" >&2; exit 1; }
+    hexstr() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
+    # shellcheck disable=SC2001 # every pair of hex digits becomes a \xHH escape
+    unhex() { printf '%b' "$(sed 's/../\\x&/g' <<<"$1")"; }
+    # Reads exactly $1 bytes from the server (dd with fullblock never reads past them).
+    read_hex() { dd bs="$1" count=1 iflag=fullblock status=none <&3 | od -An -tx1 -v | tr -d ' \n'; }
+    # Sends a request frame: version 04, flags 00, a fresh stream id, opcode $1, body hex $2.
     send() {
-        local body=$3 len
-        len=$(printf '%08x' $((${#body} / 2)))
-        # printf %b turns \xHH escapes into raw bytes (NUL included).
-        printf '%b' "$(printf '0400%s%s%s%s' "$2" "$1" "$len" "$body" | sed 's/../\\x&/g')" >&3
+        unhex "$(printf '0400%04x%s%08x%s' "$STREAM" "$1" $((${#2} / 2)) "$2")" >&3
+        STREAM=$((STREAM + 1))
     }
-    # Reads one response frame; sets OP (opcode, hex) and BODY (hex).
     recv() {
         local head len
-        head=$(dd bs=1 count=9 status=none <&3 | od -An -tx1 -v | tr -d ' \n')
-        [ ${#head} -eq 18 ] || { echo "short CQL header: '$head'" >&2; exit 1; }
+        head=$(read_hex 9)
+        [ ${#head} -eq 18 ] || cql_fail "connection closed (header '$head')"
         OP=${head:8:2}
         len=$((16#${head:10:8}))
         BODY=""
-        [ "$len" -gt 0 ] && BODY=$(dd bs=1 count="$len" status=none <&3 | od -An -tx1 -v | tr -d ' \n')
+        [ "$len" -gt 0 ] && BODY=$(read_hex "$len")
+        [ ${#BODY} -eq $((len * 2)) ] || cql_fail "short frame body"
+        POS=0
+        if [ "$OP" = 00 ]; then # ERROR: [int] code, [string] message
+            take_int
+            take_string
+            cql_fail "server error: $VAL"
+        fi
+    }
+    take_int() {
+        VAL=$((16#${BODY:POS:8}))
+        POS=$((POS + 8))
+        [ "$VAL" -ge 2147483648 ] && VAL=$((VAL - 4294967296))
         return 0
     }
-    hexstr() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
+    take_short() { VAL=$((16#${BODY:POS:4})); POS=$((POS + 4)); }
+    take_hex() { VAL=${BODY:POS:$(($1 * 2))}; POS=$((POS + $1 * 2)); }
+    take_string() { take_short; take_hex "$VAL"; VAL=$(unhex "$VAL"); }
+    # Skips a column type [option]: collections nest; UDTs and tuples aren't needed here.
+    skip_type() {
+        take_short
+        case $VAL in
+            0) take_string ;;
+            32 | 34) skip_type ;;
+            33) skip_type; skip_type ;;
+            48 | 49) cql_fail "UDT and tuple columns are beyond this tiny client" ;;
+        esac
+    }
 
-    send 05 0001 ""
+    send 05 ""
     recv
-    [ "$OP" = 06 ] || { echo "OPTIONS answered with opcode $OP, not SUPPORTED (06)" >&2; exit 1; }
+    [ "$OP" = 06 ] || cql_fail "OPTIONS answered with opcode $OP, not SUPPORTED (06)"
     # STARTUP {CQL_VERSION: 3.0.0}: a [string map] of one entry.
-    send 01 0002 "0001000b$(hexstr CQL_VERSION)0005$(hexstr 3.0.0)"
+    send 01 "0001000b$(hexstr CQL_VERSION)0005$(hexstr 3.0.0)"
     recv
-    [ "$OP" = 02 ] || { echo "STARTUP answered with opcode $OP, not READY (02)" >&2; exit 1; }
-    local q="SELECT release_version FROM system.local"
-    # QUERY: [long string] query, consistency ONE (0001), no flags (00).
-    send 07 0003 "$(printf '%08x' ${#q})$(hexstr "$q")000100"
-    recv
-    [ "$OP" = 08 ] || { echo "QUERY answered with opcode $OP, not RESULT (08): $BODY" >&2; exit 1; }
-    [ "${BODY:0:8}" = 00000002 ] || { echo "QUERY result kind ${BODY:0:8}, not ROWS" >&2; exit 1; }
-    # The single cell is the last [bytes] of the frame; print its printable text.
-    printf '%b' "$(printf '%s' "$BODY" | sed 's/../\\x&/g')" | tr -c '[:print:]' '\n' |
-        grep -E '^[0-9]+\.[0-9]+' | tail -n 1
+    [ "$OP" = 02 ] || cql_fail "STARTUP answered with opcode $OP, not READY (02; is authentication on?)"
+    local q qhex flags ncols nrows r c i line
+    for q in "$@"; do
+        qhex=$(hexstr "$q")
+        # QUERY: [long string] statement, consistency ONE (0001), no flags (00).
+        send 07 "$(printf '%08x' $((${#qhex} / 2)))${qhex}000100"
+        recv
+        [ "$OP" = 08 ] || cql_fail "QUERY answered with opcode $OP, not RESULT (08)"
+        take_int
+        [ "$VAL" -eq 2 ] || continue # Void, Set_keyspace, Schema_change: nothing to print
+        take_int; flags=$VAL
+        take_int; ncols=$VAL
+        if [ $((flags & 2)) -ne 0 ]; then take_int; take_hex "$VAL"; fi # paging state
+        if [ $((flags & 4)) -eq 0 ]; then # column specs, unless no_metadata
+            [ $((flags & 1)) -ne 0 ] && { take_string; take_string; } # global keyspace, table
+            for ((i = 0; i < ncols; i++)); do
+                [ $((flags & 1)) -eq 0 ] && { take_string; take_string; }
+                take_string # column name
+                skip_type
+            done
+        fi
+        take_int; nrows=$VAL
+        for ((r = 0; r < nrows; r++)); do
+            line=""
+            for ((c = 0; c < ncols; c++)); do
+                [ "$c" -gt 0 ] && line+=$'\t'
+                take_int
+                if [ "$VAL" -lt 0 ]; then
+                    line+="null"
+                else
+                    take_hex "$VAL"
+                    line+=$(unhex "$VAL" | tr -c '[:print:]' '?')
+                fi
+            done
+            printf '%s\n' "$line"
+        done
+    done
     exec 3>&-
 }
 
 cassandra_check() {
-    local v
-    v=$(cql_probe) || die "cassandra: CQL round trip failed"
+    local v ks="confab_services_check" got
+    v=$(cql_probe) || die "cassandra: CQL query of system.local failed"
     [ -n "$v" ] || die "cassandra: system.local returned no release_version"
-    log "cassandra check ok: CQL v4 OPTIONS/STARTUP/QUERY on $HOST:$(<"$(port_file cassandra)"), release_version $v"
+    got=$(cql "DROP KEYSPACE IF EXISTS $ks" \
+        "CREATE KEYSPACE $ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}" \
+        "CREATE TABLE $ks.kv (k text PRIMARY KEY, v text)" \
+        "INSERT INTO $ks.kv (k, v) VALUES ('greeting', 'hello')" \
+        "SELECT k, v FROM $ks.kv WHERE k = 'greeting'" \
+        "DROP KEYSPACE $ks") || die "cassandra: CQL round trip failed"
+    [ "$got" = $'greeting\thello' ] || die "cassandra: read back '$got', expected 'greeting<TAB>hello'"
+    log "cassandra check ok: CQL v4 on $HOST:$(<"$(port_file cassandra)") (release_version $v): created a keyspace and table, wrote and read a row, dropped it"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -570,7 +655,7 @@ kafka_prepare() {
         "org.apache.kafka:kafka-tools:$KAFKA_VERSION" \
         "org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION"
     local d="$SVC/kafka"
-    mkdir -p "$d/conf" "$d/logs" "$d/data"
+    mkdir -p "$d/conf" "$d/logs" "$d/data" "$d/tmp"
     # KRaft combined mode with a static one-voter quorum: the controller endpoint is not
     # written into the formatted log (unlike --standalone), so ports can change later.
     cat >"$d/conf/server.properties" <<EOF
@@ -660,8 +745,12 @@ kafka_start() {
         -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
         -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true
         "-Dlog4j2.configurationFile=$d/conf/log4j2.xml" "-Dkafka.logs.dir=$d/logs"
-        "-Djava.io.tmpdir=$d/data"
+        "-Djava.io.tmpdir=$d/tmp"
     )
+    fast_start_opts kafka "$KAFKA_VERSION"
+    local extra=()
+    read -r -a extra <<<"${CONFAB_KAFKA_JVM_OPTS:-}"
+    opts+=("${extra[@]}")
     launch kafka "$d/logs/stdout.log" \
         "$JAVA" "${opts[@]}" -cp "$(kafka_jars)/*" kafka.Kafka "$d/conf/server.properties"
 }
@@ -807,7 +896,7 @@ main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
     case $cmd in
-        __cql_probe) cql_probe_child "$@"; return ;;
+        __cql) cql_client "$@"; return ;;
         up | down | status | check) ;;
         *)
             sed -n '2,12s/^# \{0,1\}//p' "$SELF" >&2

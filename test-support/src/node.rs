@@ -26,7 +26,12 @@ impl TestNode {
         let mut options = DevOptions::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
         adjust(&mut options);
         let node = DevNode::start(options).await.expect("confab dev starts");
-        Self { addr: node.addr, ca_path: node.ca_path.clone(), node: Some(node), dir }
+        Self {
+            addr: node.addr,
+            ca_path: node.ca_path.clone(),
+            node: Some(node),
+            dir,
+        }
     }
 
     /// The data directory.
@@ -39,7 +44,10 @@ impl TestNode {
         if let Some(node) = self.node.take() {
             node.shutdown(Duration::from_secs(5)).await;
         }
-        let options = DevOptions::new(self.dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        let options = DevOptions::new(
+            self.dir.path().to_path_buf(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
         let node = DevNode::start(options).await.expect("confab dev restarts");
         self.addr = node.addr;
         self.ca_path = node.ca_path.clone();

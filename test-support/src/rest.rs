@@ -32,8 +32,9 @@ pub const PASSWORD: &str = "correct horse battery";
 
 impl RestClient {
     pub fn new(addr: SocketAddr, ca_path: &Path) -> Self {
-        let tls = confab_ws_terminator::tls::client_config_trusting(ca_path, &[b"http/1.1".to_vec()])
-            .expect("client TLS config");
+        let tls =
+            confab_ws_terminator::tls::client_config_trusting(ca_path, &[b"http/1.1".to_vec()])
+                .expect("client TLS config");
         Self { addr, tls }
     }
 
@@ -44,18 +45,39 @@ impl RestClient {
 
     /// One request on a fresh connection; returns status and JSON body (`Null` if empty
     /// or not JSON). Raw `body` bytes are sent as they are, to test malformed input.
-    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Option<Bytes>) -> (u16, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> (u16, Value) {
         let (status, bytes) = self.raw_bytes(method, path, token, body).await;
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Like [`RestClient::raw`] but returns the body bytes.
-    pub async fn raw_bytes(&self, method: &str, path: &str, token: Option<&str>, body: Option<Bytes>) -> (u16, Bytes) {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+    pub async fn raw_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> (u16, Bytes) {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = TlsConnector::from(Arc::clone(&self.tls)).connect(name, tcp).await.expect("TLS handshake");
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("HTTP/1.1 handshake");
+        let tls = TlsConnector::from(Arc::clone(&self.tls))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1 handshake");
         tokio::spawn(connection);
         let mut request = http::Request::builder()
             .method(method)
@@ -68,7 +90,12 @@ impl RestClient {
         let request = request.body(Full::new(body.unwrap_or_default())).unwrap();
         let response = sender.send_request(request).await.expect("response");
         let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         (status, bytes)
     }
 
@@ -77,7 +104,8 @@ impl RestClient {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        self.raw("POST", path, token, Some(Bytes::from(body.to_string()))).await
+        self.raw("POST", path, token, Some(Bytes::from(body.to_string())))
+            .await
     }
 
     /// A new team; returns its admin's session.
@@ -105,15 +133,24 @@ impl RestClient {
     pub async fn create_user(&self, admin: &Session, name: &str) -> Session {
         let email = format!("{}@{}.example", crate::unique(name), admin.domain);
         let (status, body) = self
-            .post("/v1/users", Some(&admin.token), json!({"email": email, "name": name, "password": PASSWORD}))
+            .post(
+                "/v1/users",
+                Some(&admin.token),
+                json!({"email": email, "name": name, "password": PASSWORD}),
+            )
             .await;
         assert_eq!(status, 201, "create user: {body}");
         self.login(&admin.domain, &email).await
     }
 
     pub async fn login(&self, domain: &str, email: &str) -> Session {
-        let (status, body) =
-            self.post("/v1/auth/login", None, json!({"team": domain, "email": email, "password": PASSWORD})).await;
+        let (status, body) = self
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({"team": domain, "email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(status, 200, "login: {body}");
         Session {
             token: body["token"].as_str().unwrap().to_owned(),
@@ -126,8 +163,13 @@ impl RestClient {
 
     /// A channel created by `owner`; returns its id.
     pub async fn create_channel(&self, owner: &Session, name: &str, private: bool) -> String {
-        let (status, body) =
-            self.post("/v1/channels", Some(&owner.token), json!({"name": name, "private": private})).await;
+        let (status, body) = self
+            .post(
+                "/v1/channels",
+                Some(&owner.token),
+                json!({"name": name, "private": private}),
+            )
+            .await;
         assert_eq!(status, 201, "create channel: {body}");
         body["channel"]["id"].as_str().unwrap().to_owned()
     }
@@ -135,13 +177,23 @@ impl RestClient {
     /// `member` joins (public) or is added by `by` (private).
     pub async fn add_member(&self, by: &Session, channel: &str, member: &Session) {
         let (status, body) = self
-            .post(&format!("/v1/channels/{channel}/members"), Some(&by.token), json!({"user_ids": [member.user_id]}))
+            .post(
+                &format!("/v1/channels/{channel}/members"),
+                Some(&by.token),
+                json!({"user_ids": [member.user_id]}),
+            )
             .await;
         assert_eq!(status, 200, "add member: {body}");
     }
 
     /// Posts over REST; returns the message.
-    pub async fn post_message(&self, by: &Session, channel: &str, text: &str, client_msg_id: &str) -> (u16, Value) {
+    pub async fn post_message(
+        &self,
+        by: &Session,
+        channel: &str,
+        text: &str,
+        client_msg_id: &str,
+    ) -> (u16, Value) {
         self.post(
             "/v1/messages",
             Some(&by.token),

@@ -26,7 +26,9 @@ pub struct RtmClient {
 impl RtmClient {
     /// Connects with the token in `Authorization`, and waits for `hello`.
     pub async fn connect(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, token: &str) -> Self {
-        let mut client = Self::try_connect(addr, tls, Some(token), "/v1/rtm").await.expect("RTM upgrade accepted");
+        let mut client = Self::try_connect(addr, tls, Some(token), "/v1/rtm")
+            .await
+            .expect("RTM upgrade accepted");
         let hello = client.next_frame().await.expect("hello");
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         client
@@ -41,27 +43,42 @@ impl RtmClient {
     ) -> Result<Self, u16> {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = TlsConnector::from(tls).connect(name, tcp).await.expect("TLS handshake");
+        let stream = TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
         let mut request = http::Request::builder()
             .uri(format!("wss://localhost:{}{path}", addr.port()))
             .header("host", format!("localhost:{}", addr.port()))
             .header("connection", "Upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key());
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            );
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         match tokio_tungstenite::client_async(request.body(()).unwrap(), stream).await {
-            Ok((ws, _)) => Ok(Self { ws, next_id: 1, events: VecDeque::new() }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Ok((ws, _)) => Ok(Self {
+                ws,
+                next_id: 1,
+                events: VecDeque::new(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
             Err(other) => panic!("upgrade failed: {other}"),
         }
     }
 
     /// Sends raw text as one frame.
     pub async fn send_text(&mut self, text: String) {
-        self.ws.send(WsMessage::text(text)).await.expect("send frame");
+        self.ws
+            .send(WsMessage::text(text))
+            .await
+            .expect("send frame");
     }
 
     /// Sends a command (its `id` is filled in) without waiting; returns the id.
@@ -77,8 +94,12 @@ impl RtmClient {
     pub async fn next_frame(&mut self) -> Option<Value> {
         loop {
             match tokio::time::timeout(FRAME_WAIT, self.ws.next()).await {
-                Ok(Some(Ok(WsMessage::Text(text)))) => return Some(serde_json::from_str(&text).expect("JSON frame")),
-                Ok(Some(Ok(WsMessage::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => return None,
+                Ok(Some(Ok(WsMessage::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Ok(Some(Ok(WsMessage::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                    return None;
+                }
                 Ok(Some(Ok(_))) => continue,
             }
         }
@@ -87,7 +108,10 @@ impl RtmClient {
     /// Waits for the reply to `id`, keeping events that arrive meanwhile in `events`.
     pub async fn reply(&mut self, id: u64) -> Value {
         loop {
-            let frame = self.next_frame().await.unwrap_or_else(|| panic!("no reply to {id}"));
+            let frame = self
+                .next_frame()
+                .await
+                .unwrap_or_else(|| panic!("no reply to {id}"));
             if frame["reply_to"] == json!(id) {
                 return frame;
             }
@@ -108,7 +132,10 @@ impl RtmClient {
             return self.events.remove(index).unwrap();
         }
         loop {
-            let frame = self.next_frame().await.unwrap_or_else(|| panic!("no {kind} event"));
+            let frame = self
+                .next_frame()
+                .await
+                .unwrap_or_else(|| panic!("no {kind} event"));
             if frame["type"] == kind && frame.get("reply_to").is_none() {
                 return frame;
             }
@@ -121,10 +148,12 @@ impl RtmClient {
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
             if let WsMessage::Text(text) = message {
-                self.events.push_back(serde_json::from_str(&text).expect("JSON frame"));
+                self.events
+                    .push_back(serde_json::from_str(&text).expect("JSON frame"));
             }
         }
-        let (matching, rest): (Vec<Value>, Vec<Value>) = self.events.drain(..).partition(|e| e["type"] == kind);
+        let (matching, rest): (Vec<Value>, Vec<Value>) =
+            self.events.drain(..).partition(|e| e["type"] == kind);
         self.events = rest.into();
         matching
     }
@@ -139,7 +168,9 @@ impl RtmClient {
     pub async fn is_closed(&mut self) -> bool {
         loop {
             match tokio::time::timeout(FRAME_WAIT, self.ws.next()).await {
-                Ok(Some(Ok(WsMessage::Text(text)))) => self.events.push_back(serde_json::from_str(&text).unwrap_or(Value::Null)),
+                Ok(Some(Ok(WsMessage::Text(text)))) => self
+                    .events
+                    .push_back(serde_json::from_str(&text).unwrap_or(Value::Null)),
                 Ok(Some(Ok(WsMessage::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return true,
                 Ok(Some(Ok(_))) => {}
                 Err(_) => return false,

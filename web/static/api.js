@@ -356,6 +356,22 @@ export class RtmClient {
     }
   }
 
+  /**
+   * Gives up on the current socket at once and reconnects with backoff, for when the
+   * browser says the network is gone: a silently dead socket would otherwise take a
+   * missed pong to notice.
+   * @param {string} reason
+   */
+  interrupt(reason) {
+    const ws = this.ws;
+    if (!ws || this.status === 'stopped') {
+      return;
+    }
+    detach(ws);
+    ws.close();
+    this.dropped(reason);
+  }
+
   /** Whether commands can be sent now. */
   isOpen() {
     return this.status === 'open';

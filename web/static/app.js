@@ -482,6 +482,7 @@ class ChatApp {
     el.scrim.addEventListener('click', () => this.setSidebarOpen(false));
     el.reconnectNow.addEventListener('click', () => this.rtm.reconnectNow());
     window.addEventListener('online', () => this.rtm.reconnectNow());
+    window.addEventListener('offline', () => this.rtm.interrupt('browser offline'));
     document.addEventListener('visibilitychange', () => this.scheduleMark());
     window.addEventListener('focus', () => this.scheduleMark());
     window.addEventListener('resize', () => this.schedulePresenceSub());
@@ -573,6 +574,9 @@ class ChatApp {
     if (status !== 'open') {
       this.connGen++;
       this.presenceSubKey = '';
+      // Without a connection nobody's presence is known any more; it is asked for again
+      // on the next one.
+      this.state.presence.clear();
     }
     this.drawBanner();
     this.draw();
@@ -726,6 +730,7 @@ class ChatApp {
     if (received.isNew) {
       this.ensureUsers([message.user]);
       if (message.channel === this.current) {
+        this.schedulePresenceSub();
         if (this.stickToBottom) this.scheduleMark();
         else if (message.user !== this.state.self?.id) this.el.jump.hidden = false;
       }
@@ -1479,7 +1484,9 @@ class ChatApp {
       if (current) link.setAttribute('aria-current', 'page');
       else link.removeAttribute('aria-current');
       const kindLabel = { public: 'channel', private: 'private channel', dm: 'direct message', group_dm: 'group message' }[ch.kind];
-      link.setAttribute('aria-label', `${title}, ${kindLabel}${unread ? `, ${unread} unread` : ''}`);
+      const presence = partner ? this.state.presence.get(partner) : undefined;
+      const presenceLabel = presence ? `, ${{ active: 'active', away: 'away', dnd: 'do not disturb' }[presence]}` : '';
+      link.setAttribute('aria-label', `${title}, ${kindLabel}${presenceLabel}${unread ? `, ${unread} unread` : ''}`);
       return li;
     });
     syncChildren(ul, nodes);

@@ -208,6 +208,26 @@ test('pings every 30 s; a ping without pong counts as a dead connection', () => 
   }
 });
 
+test('interrupt drops a silent socket at once and reconnects', async () => {
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  try {
+    const { client, statuses } = setup();
+    client.start();
+    const ws = ScriptedSocket.last();
+    ws.deliver({ type: 'hello' });
+    const waiting = client.request({ type: 'ping' });
+    client.interrupt('browser offline');
+    assert.equal(ws.closed, true);
+    await assert.rejects(waiting, { code: 'connection_lost' });
+    assert.equal(statuses[statuses.length - 1].status, 'reconnecting');
+    mock.timers.tick(backoffDelay(0, 0.5));
+    assert.equal(ScriptedSocket.all.length, 2);
+    client.stop();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
 test('stop closes for good', () => {
   mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
   try {

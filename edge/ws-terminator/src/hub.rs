@@ -227,12 +227,12 @@ impl TeamState {
         &'a self,
         index: &'a HashMap<K, HashSet<ConnId>>,
         key: &K,
-    ) -> impl Iterator<Item = (ConnId, &'a ConnEntry)> + 'a {
+    ) -> impl Iterator<Item = &'a ConnEntry> + 'a {
         index
             .get(key)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.conns.get(id).map(|entry| (*id, entry)))
+            .filter_map(|id| self.conns.get(id))
     }
 
     fn kick_all(&self, reason: &str) {
@@ -250,7 +250,7 @@ impl TeamState {
                     seq: message.seq,
                     frame: frame(&ServerEvent::Message(message.clone())),
                 };
-                for (_, entry) in self.conns_in(&self.by_channel, &message.channel) {
+                for entry in self.conns_in(&self.by_channel, &message.channel) {
                     entry.send(event.clone());
                 }
             }
@@ -259,7 +259,7 @@ impl TeamState {
                     channel: channel.clone(),
                     user: user.clone(),
                 }));
-                for (_, entry) in self.conns_in(&self.by_channel, channel) {
+                for entry in self.conns_in(&self.by_channel, channel) {
                     if &entry.user != user {
                         entry.send(event.clone());
                     }
@@ -276,7 +276,7 @@ impl TeamState {
             }
             TeamEventBody::Presence { user, presence } => {
                 metrics::PRESENCE_EVENTS.inc();
-                for (_, entry) in self.conns_in(&self.presence_subs, user) {
+                for entry in self.conns_in(&self.presence_subs, user) {
                     entry.shared.push_presence(user, *presence);
                 }
             }
@@ -285,7 +285,7 @@ impl TeamState {
                     channel: channel.clone(),
                     seq: *seq,
                 }));
-                for (_, entry) in self.conns_in(&self.by_user, user) {
+                for entry in self.conns_in(&self.by_user, user) {
                     entry.send(event.clone());
                 }
             }
@@ -302,7 +302,7 @@ impl TeamState {
                     channel: channel.id.clone(),
                     user: user.clone(),
                 }));
-                for (_, entry) in self.conns_in(&self.by_channel, &channel.id) {
+                for entry in self.conns_in(&self.by_channel, &channel.id) {
                     if &entry.user != user {
                         entry.send(to_members.clone());
                     }
@@ -352,7 +352,7 @@ impl TeamState {
                     channel: channel.clone(),
                     user: user.clone(),
                 }));
-                for (_, entry) in self.conns_in(&self.by_channel, channel) {
+                for entry in self.conns_in(&self.by_channel, channel) {
                     entry.send(to_members.clone());
                 }
             }

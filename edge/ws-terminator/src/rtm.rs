@@ -171,7 +171,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let _active = ctx.drain.track();
-    metrics::OPEN_CONNECTIONS.inc();
+    let _open = OpenConnection::count();
     let settings = ctx.settings.clone();
     let (sink, stream) = ws.split();
     let (in_tx, in_rx) = mpsc::channel(settings.command_queue);
@@ -203,7 +203,8 @@ where
     };
     let end = tokio::select! {
         end = main => end,
-        () = reader => unreachable!("the reader future never completes"),
+        // Never taken: the reader future does not complete.
+        () = reader => SessionEnd::ClientGone,
         () = ctx.drain.forced() => SessionEnd::Forced,
     };
 
@@ -215,7 +216,6 @@ where
     metrics::CONNECTION_ENDS
         .with_label_values(&[end.cause()])
         .inc();
-    metrics::OPEN_CONNECTIONS.dec();
     let ended = tokio::time::timeout(
         END_SESSION_TIMEOUT,
         ctx.core.end_session(&caller, &session_id),
@@ -225,6 +225,22 @@ where
         tracing::debug!(user = %caller.user, "end_session did not complete");
     }
     end
+}
+
+/// Counts an open connection in the gauge for as long as it lives, however it ends.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn count() -> Self {
+        metrics::OPEN_CONNECTIONS.inc();
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::OPEN_CONNECTIONS.dec();
+    }
 }
 
 /// Reads client messages until the client leaves or must be cut off.

@@ -116,6 +116,15 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
         settings: settings.clone(),
     };
 
+    // HTTP/3 first: until Pingora owns the TCP socket, an error here still closes it.
+    let (h3_stop, h3_rx) = watch::channel(false);
+    let h3 = crate::h3::serve_h3(udp, &config.tls, rest.clone(), h3_rx).map_err(|source| {
+        EdgeError::Io {
+            context: "starting the HTTP/3 endpoint",
+            source,
+        }
+    })?;
+
     // Pingora finds the socket by the address string it is told to listen on.
     let key = local_addr.to_string();
     tcp.set_nonblocking(true).map_err(|source| EdgeError::Io {
@@ -130,8 +139,9 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
         &config.tls.cert_path.to_string_lossy(),
         &config.tls.key_path.to_string_lossy(),
     )?;
-    // The resolver holds the already parsed chain and key, so a bad file fails here and
-    // not as a panic inside Pingora's listener setup.
+    // The certificate comes from the material already parsed and checked when it was
+    // loaded, so Pingora never reads the PEM files itself (its own loading would panic
+    // inside the listener task on a bad file).
     tls_settings.set_cert_resolver(
         crate::tls::http_server_config(&config.tls)
             .cert_resolver
@@ -146,19 +156,6 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     let pingora = tokio::spawn(async move {
         service.start_service(Some(fds), listeners_rx, 1).await;
     });
-
-    let (h3_stop, h3_rx) = watch::channel(false);
-    let h3 = match crate::h3::serve_h3(udp, &config.tls, rest, h3_rx) {
-        Ok(handle) => handle,
-        Err(e) => {
-            listeners_stop.send_replace(true);
-            pingora.abort();
-            return Err(EdgeError::Io {
-                context: "starting the HTTP/3 endpoint",
-                source: e,
-            });
-        }
-    };
 
     tracing::info!(addr = %local_addr, "edge listening (TCP: HTTPS + WSS, UDP: HTTP/3)");
     Ok(RunningEdge {
