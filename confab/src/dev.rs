@@ -5,11 +5,7 @@
 use crate::config::Backends;
 use confab_auth::{SigningKeyPair, TokenIssuer, TokenVerifier};
 use confab_chat::{ChatConfig, ChatService, CoreApi};
-use confab_events::{
-    EventLog, EventLogBackend, FanOut, FanOutBackend, FjallEventLog, MemoryFanOut,
-};
 use confab_flannel_cache::{Flannel, FlannelConfig};
-use confab_presence::{MemoryPresence, PresenceBackend, PresenceStore};
 use confab_store::SyncPolicy;
 use confab_ws_terminator::config::{EdgeConfig, EdgeSettings, WebAssets};
 use confab_ws_terminator::{RunningEdge, tls};
@@ -67,7 +63,9 @@ pub enum DevError {
     Keys(#[from] confab_auth::AuthError),
     #[error("store: {0}")]
     Store(#[from] confab_store::StoreError),
-    #[error("event log: {0}")]
+    #[error("presence: {0}")]
+    Presence(String),
+    #[error("events: {0}")]
     Events(#[from] confab_events::EventsError),
     #[error("core: {0}")]
     Core(confab_proto::ApiError),
@@ -113,15 +111,11 @@ impl DevNode {
 
         let backends = Backends::embedded(&data_dir, options.sync);
         let store = confab_store::open(&backends.store).await?;
-        let presence: Arc<dyn PresenceStore> = match backends.presence {
-            PresenceBackend::InProcess { ttl } => MemoryPresence::new(ttl),
-        };
-        let fanout: Arc<dyn FanOut> = match backends.fanout {
-            FanOutBackend::InProcess => MemoryFanOut::new(),
-        };
-        let event_log: Arc<dyn EventLog> = match &backends.event_log {
-            EventLogBackend::Embedded { dir } => Arc::new(FjallEventLog::open(dir)?),
-        };
+        let presence = confab_presence::open(&backends.presence)
+            .await
+            .map_err(|e| DevError::Presence(e.to_string()))?;
+        let fanout = confab_events::open_fanout(&backends.fanout).await?;
+        let event_log = confab_events::open_event_log(&backends.event_log).await?;
         let chat = ChatService::new(store, presence, fanout, event_log, issuer, chat_config)
             .map_err(DevError::Core)?;
         let core: Arc<dyn CoreApi> = chat.clone();

@@ -34,6 +34,20 @@ pub enum EventLogBackend {
     Embedded { dir: std::path::PathBuf },
 }
 
+/// Opens the configured fan-out.
+pub async fn open_fanout(backend: &FanOutBackend) -> Result<Arc<dyn FanOut>, EventsError> {
+    match backend {
+        FanOutBackend::InProcess => Ok(MemoryFanOut::new()),
+    }
+}
+
+/// Opens the configured durable event log.
+pub async fn open_event_log(backend: &EventLogBackend) -> Result<Arc<dyn EventLog>, EventsError> {
+    match backend {
+        EventLogBackend::Embedded { dir } => Ok(Arc::new(FjallEventLog::open(dir)?)),
+    }
+}
+
 /// Why an event call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {

@@ -23,6 +23,15 @@ pub enum PresenceBackend {
     InProcess { ttl: Duration },
 }
 
+/// Opens the configured presence backend.
+pub async fn open(
+    backend: &PresenceBackend,
+) -> Result<std::sync::Arc<dyn PresenceStore>, PresenceError> {
+    match backend {
+        PresenceBackend::InProcess { ttl } => Ok(MemoryPresence::new(*ttl)),
+    }
+}
+
 /// A change of one user's effective presence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceChange {
