@@ -1,20 +1,14 @@
 //! REST v1 over real HTTP/3: the h3 endpoint on 127.0.0.1:0 UDP with a `confab dev` CA
 //! from a temporary directory, spoken to by the crate's own HTTP/3 client. The core behind
-//! the router is an in-test fake that answers only what these requests need.
+//! the router is the shared in-memory fake from `common`.
 
-use async_trait::async_trait;
+mod common;
+
 use bytes::Bytes;
-use confab_auth::{SigningKeyPair, TokenIssuer, TokenVerifier};
-use confab_chat::{Caller, CoreApi};
-use confab_events::Subscription;
+use common::{FakeCore, Tokens};
+use confab_chat::CoreApi;
 use confab_flannel_cache::{Flannel, FlannelConfig};
 use confab_proto::limits::MAX_BODY_BYTES;
-use confab_proto::rest::{
-    BootChannel, CreateChannelRequest, CreateTeamRequest, CreateTeamResponse, HistoryResponse,
-    LoginRequest, LoginResponse, NewUser, PostMessageRequest, UserPresence,
-};
-use confab_proto::rtm::PresenceSetting;
-use confab_proto::{ApiError, Channel, ChannelId, ErrorCode, Message, Team, TeamId, User, UserId};
 use confab_ws_terminator::h3::client::{H3Client, h3_request};
 use confab_ws_terminator::h3::serve_h3;
 use confab_ws_terminator::rest::RestApi;
@@ -22,196 +16,9 @@ use confab_ws_terminator::tls::{TlsMaterial, ensure_local_tls};
 use http::Method;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-struct FakeCore {
-    subscribers: Mutex<Vec<mpsc::Sender<Arc<confab_proto::event::TeamEvent>>>>,
-}
-
-fn team() -> TeamId {
-    TeamId::new("T1")
-}
-
-fn user(id: &str) -> User {
-    User {
-        id: UserId::new(id),
-        team: team(),
-        name: format!("name of {id}"),
-        email: format!("{id}@acme.example"),
-        is_admin: false,
-    }
-}
-
-fn unavailable() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable, "not part of the fake")
-}
-
-#[async_trait]
-impl CoreApi for FakeCore {
-    async fn create_team(&self, _req: CreateTeamRequest) -> Result<CreateTeamResponse, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn login(&self, req: LoginRequest) -> Result<LoginResponse, ApiError> {
-        if req.password != "secret" {
-            return Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "wrong password",
-            ));
-        }
-        let mut user = user("U1");
-        user.email = req.email;
-        Ok(LoginResponse {
-            token: format!("token-for-{}", req.team),
-            user,
-        })
-    }
-
-    async fn team(&self, _caller: &Caller) -> Result<Team, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn create_user(&self, _caller: &Caller, _req: NewUser) -> Result<User, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn users(&self, _caller: &Caller, ids: &[UserId]) -> Result<Vec<User>, ApiError> {
-        Ok(ids.iter().map(|id| user(id.as_str())).collect())
-    }
-
-    async fn create_channel(
-        &self,
-        _caller: &Caller,
-        _req: CreateChannelRequest,
-    ) -> Result<Channel, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn open_dm(&self, _caller: &Caller, _users: &[UserId]) -> Result<Channel, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn channel(&self, _caller: &Caller, _channel: &ChannelId) -> Result<Channel, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn list_channels(&self, _caller: &Caller) -> Result<Vec<Channel>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn member_channels(&self, _caller: &Caller) -> Result<Vec<Channel>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn channel_members(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-    ) -> Result<Vec<UserId>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn join_channel(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-    ) -> Result<Channel, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn add_members(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-        _users: &[UserId],
-    ) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn leave_channel(&self, _caller: &Caller, _channel: &ChannelId) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn post_message(
-        &self,
-        _caller: &Caller,
-        _req: PostMessageRequest,
-    ) -> Result<Message, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn history(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-        _before: Option<u64>,
-        _limit: usize,
-    ) -> Result<HistoryResponse, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn messages_after(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-        _after: u64,
-        _limit: usize,
-    ) -> Result<Vec<Message>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn mark_read(
-        &self,
-        _caller: &Caller,
-        _channel: &ChannelId,
-        _seq: u64,
-    ) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn channel_states(&self, _caller: &Caller) -> Result<Vec<BootChannel>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn typing(&self, _caller: &Caller, _channel: &ChannelId) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn heartbeat(&self, _caller: &Caller, _session: &str) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn end_session(&self, _caller: &Caller, _session: &str) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn set_presence(
-        &self,
-        _caller: &Caller,
-        _setting: PresenceSetting,
-    ) -> Result<(), ApiError> {
-        Err(unavailable())
-    }
-
-    async fn presence(
-        &self,
-        _caller: &Caller,
-        _users: &[UserId],
-    ) -> Result<Vec<UserPresence>, ApiError> {
-        Err(unavailable())
-    }
-
-    async fn subscribe(&self, team: &TeamId) -> Result<Subscription, ApiError> {
-        let (sender, events) = mpsc::channel(16);
-        self.subscribers.lock().unwrap().push(sender);
-        Ok(Subscription {
-            team: team.clone(),
-            events,
-        })
-    }
-}
+use tokio::sync::watch;
 
 struct Server {
     addr: SocketAddr,
@@ -225,17 +32,11 @@ struct Server {
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let tls = ensure_local_tls(dir.path(), &[]).unwrap();
-    let keys = SigningKeyPair::generate().unwrap();
-    let token = TokenIssuer::new(&keys, Duration::from_secs(600))
-        .unwrap()
-        .issue(&team(), &UserId::new("U1"))
-        .unwrap();
-    let verifier = Arc::new(TokenVerifier::from_public_pem(keys.public_pem()).unwrap());
-    let core: Arc<dyn CoreApi> = Arc::new(FakeCore {
-        subscribers: Mutex::new(Vec::new()),
-    });
+    let tokens = Tokens::new();
+    let token = tokens.token("U1");
+    let core: Arc<dyn CoreApi> = FakeCore::new();
     let flannel = Flannel::new(core.clone(), FlannelConfig::default());
-    let rest = Arc::new(RestApi::new(core, flannel, verifier, false));
+    let rest = Arc::new(RestApi::new(core, flannel, tokens.verifier, false));
 
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();

@@ -232,6 +232,8 @@ impl CoreApi for FakeCore {
         })
     }
 
+    /// Accepts only the password `secret`; answers as U1 with the email given and the token
+    /// `token-for-<team>`, so a test can tell the request body reached the core.
     async fn login(&self, req: LoginRequest) -> Result<LoginResponse, ApiError> {
         self.record("login");
         if req.password != "secret" {
@@ -240,9 +242,11 @@ impl CoreApi for FakeCore {
                 "wrong password",
             ));
         }
+        let mut user = user("U1");
+        user.email = req.email;
         Ok(LoginResponse {
-            token: "token".into(),
-            user: user("U1"),
+            token: format!("token-for-{}", req.team),
+            user,
         })
     }
 
