@@ -6,14 +6,18 @@
 #   scripts/services/services.sh down   [redis|cassandra|kafka|all]
 #   scripts/services/services.sh status
 #   scripts/services/services.sh check  [redis|cassandra|kafka|all]   # real round trips
+#   scripts/services/services.sh cql 'STATEMENT'...     # text results, tab-separated
+#   scripts/services/services.sh nodetool ARGS...       # needs CONFAB_CASSANDRA_JMX_PORT
 #
 # Everything (jars, configs, data, logs, pid files) lives in .services/ next to the repo
 # root; `up` is a no-op for a service already running, `down` ends only the processes whose
 # pid files it wrote. See README.md beside this file for ports and environment variables.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# Physical paths (pwd -P): running_pid matches them in the servers' command lines, so a
+# symlinked checkout path must not make a running server look foreign.
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 SVC=${CONFAB_SERVICES_DIR:-$ROOT/.services}
 SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 
@@ -21,8 +25,9 @@ HOST=127.0.0.1
 REDIS_PORT=${CONFAB_REDIS_PORT:-6390}
 CASSANDRA_PORT=${CONFAB_CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${CONFAB_CASSANDRA_STORAGE_PORT:-7000}
-# Local-only JMX lets nodetool attach while debugging; 0 turns it off.
-CASSANDRA_JMX_PORT=${CONFAB_CASSANDRA_JMX_PORT:-7199}
+# Local-only JMX, for nodetool while debugging: off (0) unless a port is given, since it
+# costs about a second per start and one more port to collide on.
+CASSANDRA_JMX_PORT=${CONFAB_CASSANDRA_JMX_PORT:-0}
 KAFKA_PORT=${CONFAB_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CONFAB_KAFKA_CONTROLLER_PORT:-9094}
 
@@ -62,21 +67,23 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Cassandra 5.0 runs on Java 11 or 17 only, Kafka 4 brokers need 17+: pick a JDK 17.
+# Cassandra 5.0 runs on Java 11 or 17 only, Kafka 4 brokers need 17+: pick a JDK 17
+# (CONFAB_JAVA, JAVA_HOME, PATH, then Debian's), installing Debian's if there is none.
 find_java() {
     [ -n "${JAVA:-}" ] && return 0
-    local cand
-    for cand in "${CONFAB_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java || true)" \
-        /usr/lib/jvm/java-17-openjdk-*/bin/java; do
-        if [ -z "$cand" ] || [ ! -x "$cand" ]; then continue; fi
-        if "$cand" -version 2>&1 | head -n 1 | grep -q '"17[."]'; then
-            JAVA=$cand
-            return 0
-        fi
+    local cand attempt
+    for attempt in 1 2; do
+        for cand in "${CONFAB_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" \
+            "$(command -v java || true)" /usr/lib/jvm/java-17-openjdk-*/bin/java; do
+            if [ -z "$cand" ] || [ ! -x "$cand" ]; then continue; fi
+            if "$cand" -version 2>&1 | head -n 1 | grep -q '"17[."]'; then
+                JAVA=$cand
+                return 0
+            fi
+        done
+        [ "$attempt" = 1 ] && apt_install openjdk-17-jre-headless
     done
-    apt_install openjdk-17-jre-headless
-    JAVA=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
-    [ -x "$JAVA" ] || die "no Java 17 found (set CONFAB_JAVA to a JDK 17 java)"
+    die "no Java 17 found (set CONFAB_JAVA to a JDK 17 java binary)"
 }
 
 # The running JDK's full version (e.g. 17.0.15), to key caches that depend on it.
@@ -96,7 +103,10 @@ fast_start_opts() {
         if [ -s "$cds" ]; then
             opts+=(-Xshare:auto "-XX:SharedArchiveFile=$cds")
         else
-            opts+=("-XX:ArchiveClassesAtExit=$cds")
+            # Dumped under a temporary name: stop_one keeps it only after a clean exit,
+            # so a JVM killed mid-dump never leaves a truncated archive behind.
+            rm -f "$cds.partial"
+            opts+=("-XX:ArchiveClassesAtExit=$cds.partial")
         fi
     fi
     # C1 only: C2 compiling the startup path competes for the 2 cores and costs seconds
@@ -127,17 +137,39 @@ running_pid() {
     [ -r "/proc/$pid/cmdline" ] || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF "$SVC/$1/" || return 1
     # A zombie (exited, not yet reaped) is not running.
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+    [ "$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
     printf '%s\n' "$pid"
 }
 
+# Milliseconds since the epoch.
+now_ms() {
+    local t=$EPOCHREALTIME
+    echo $((${t%[.,]*} * 1000 + 10#${t#*[.,]} / 1000))
+}
+
+# Start time of process $1 (field 22 of /proc/PID/stat), to tell it from a recycled pid.
+proc_start_time() {
+    awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
+}
+
+# True once process $1 (started at $2) has fully exited: gone, a zombie, or its pid taken
+# by another process. Stricter than running_pid, whose command-line check already fails
+# while a dying JVM still holds its sockets (the kernel frees memory before files).
+proc_gone() {
+    local stat
+    stat=$(awk '{ sub(/^.*\) /, ""); print $1, $20 }' "/proc/$1/stat" 2>/dev/null) || return 0
+    [ -z "$stat" ] || [ "${stat%% *}" = Z ] || [ "${stat#* }" != "$2" ]
+}
+
 # Starts "$@" in its own session (so the caller's Ctrl-C or exit doesn't reach it),
-# detached from our stdin and lock fd, with output appended to $2; records the pid.
-# `exec setsid` in a non-leader subshell execs in place, so $! is the server's own pid.
+# detached from our stdin and lock fd, with output to $2 (the previous start's kept as
+# $2.prev); records the pid. `exec setsid` in a subshell that is not a process group
+# leader execs in place, so $! is the server's own pid.
 launch() {
     local name=$1 out=$2
     shift 2
-    (cd "$SVC/$name" && exec setsid "$@" </dev/null >>"$out" 2>&1 9>&-) &
+    [ -f "$out" ] && mv -f "$out" "$out.prev"
+    (cd "$SVC/$name" && exec setsid "$@" </dev/null >"$out" 2>&1 9>&-) &
     printf '%s\n' "$!" >"$(pid_file "$name")"
 }
 
@@ -150,29 +182,41 @@ log_tail() {
     done
 }
 
-# Seconds since $1 (an $EPOCHREALTIME value), with one decimal.
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+# Seconds since $1 (a now_ms value), with one decimal.
+since() {
+    local d=$(($(now_ms) - $1))
+    printf '%d.%d' $((d / 1000)) $((d % 1000 / 100))
+}
 
-# Waits until `$2` (a readiness function) succeeds for service $1, started at $3
-# ($EPOCHREALTIME), or fails with the tails of the logs named after it.
-wait_ready() {
-    local name=$1 probe=$2 start=$3
-    shift 3
-    local deadline=$((${start%[.,]*} + START_TIMEOUT))
-    while :; do
-        if ! running_pid "$name" >/dev/null; then
-            log_tail "$@"
-            die "$name exited during startup (logs above, all logs in $SVC/$name)"
-        fi
-        if "$probe"; then
-            log "$name ready on $HOST:$(<"$(port_file "$name")") after $(since "$start")s"
-            return 0
-        fi
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            log_tail "$@"
-            die "$name not ready after ${START_TIMEOUT}s (still running as pid $(running_pid "$name"); logs above)"
-        fi
-        sleep 0.2
+# Waits until every service named in "$@" passes its <name>_ready probe, polling them
+# all together so each is reported as soon as it is ready. A service that dies, or is
+# not ready within START_TIMEOUT, fails the command with the tails of its logs; one that
+# timed out is stopped, so no half-started server outlives a failed `up`.
+wait_all_ready() {
+    local pending=("$@") start name still logs deadline
+    start=$(now_ms)
+    deadline=$(($(now_ms) + START_TIMEOUT * 1000))
+    while [ ${#pending[@]} -gt 0 ]; do
+        still=()
+        for name in "${pending[@]}"; do
+            read -r -a logs <<<"$("${name}_logs")"
+            if ! running_pid "$name" >/dev/null; then
+                log_tail "${logs[@]}"
+                rm -f "$(pid_file "$name")"
+                die "$name exited during startup (logs above; all logs in $SVC/$name)"
+            elif "${name}_ready"; then
+                log "$name ready on $HOST:$(<"$(port_file "$name")") after $(since "$start")s"
+            elif [ "$(now_ms)" -ge "$deadline" ]; then
+                log_tail "${logs[@]}"
+                log "$name not ready after ${START_TIMEOUT}s: stopping it"
+                stop_one "$name"
+                die "$name did not become ready within ${START_TIMEOUT}s (logs above; CONFAB_SERVICES_TIMEOUT raises the limit)"
+            else
+                still+=("$name")
+            fi
+        done
+        pending=("${still[@]}")
+        [ ${#pending[@]} -eq 0 ] || sleep 0.2
     done
 }
 
@@ -182,9 +226,12 @@ require_free_ports() {
     local name=$1 port
     shift
     for port in "$@"; do
-        if port_open "$port"; then
-            die "$name: port $port on $HOST is already in use by another process (override with the CONFAB_*_PORT variables)"
-        fi
+        # A few tries: a server stopped a moment ago by someone else may still be closing.
+        for _ in 1 2 3 4 5 6; do
+            port_open "$port" || continue 2
+            sleep 0.5
+        done
+        die "$name: port $port on $HOST is already in use by another process (override with the CONFAB_*_PORT variables)"
     done
 }
 
@@ -244,6 +291,8 @@ EOF
     printf '%s\n' "$want" >"$dir.partial/.complete"
     rm -rf "$dir"
     mv "$dir.partial" "$dir"
+    # Class archives made from the old jars no longer match them (see fast_start_opts).
+    rm -f "$SVC/${name%%-*}"/cds-*.jsa
 }
 
 # Rewrites .services/endpoints.env from the services that are running now, each with the
@@ -296,6 +345,7 @@ EOF
 redis_start() {
     require_free_ports redis "$REDIS_PORT"
     printf '%s\n' "$REDIS_PORT" >"$(port_file redis)"
+    [ -f "$SVC/redis/redis.log" ] && mv -f "$SVC/redis/redis.log" "$SVC/redis/redis.log.prev"
     launch redis "$SVC/redis/stdout.log" redis-server "$SVC/redis/redis.conf"
 }
 
@@ -321,9 +371,13 @@ redis_check() {
 # Cassandra
 # ---------------------------------------------------------------------------------------
 
+cassandra_fetch() {
+    fetch_jars "cassandra-$CASSANDRA_VERSION" "org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
+}
+
 cassandra_prepare() {
     find_java
-    fetch_jars "cassandra-$CASSANDRA_VERSION" "org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
+    cassandra_fetch
     local d="$SVC/cassandra"
     mkdir -p "$d/conf" "$d/logs" "$d/data" "$d/commitlog" "$d/saved_caches" "$d/hints" \
         "$d/cdc_raw" "$d/tmp"
@@ -351,6 +405,8 @@ commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 # Smaller preallocated segments: less disk and a quicker first start.
 commitlog_segment_size: 16MiB
+# Bounds the commit log's disk use (the default is up to 8GiB): flushes come sooner.
+commitlog_total_space: 256MiB
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
@@ -376,6 +432,16 @@ counter_cache_size: 4MiB
 prepared_statements_cache_size: 8MiB
 disk_failure_policy: stop
 commit_failure_policy: stop
+EOF
+    # Tools (nodetool) log warnings only, to stderr.
+    cat >"$d/conf/logback-tools.xml" <<'EOF'
+<configuration>
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
 EOF
     cat >"$d/conf/logback.xml" <<EOF
 <!-- Generated by scripts/services/services.sh: INFO to logs/system.log, bounded in size. -->
@@ -408,6 +474,7 @@ cassandra_start() {
     [ "$CASSANDRA_JMX_PORT" != 0 ] && ports+=("$CASSANDRA_JMX_PORT")
     require_free_ports cassandra "${ports[@]}"
     printf '%s\n' "$CASSANDRA_PORT" >"$(port_file cassandra)"
+    printf '%s\n' "$CASSANDRA_JMX_PORT" >"$d/jmx_port"
     # A fresh system.log per start, so readiness looks only at this start's lines.
     [ -f "$d/logs/system.log" ] && mv "$d/logs/system.log" "$d/logs/system.log.prev"
     local opts=(
@@ -477,10 +544,14 @@ cassandra_start() {
     # beside it is safe; the JVM wants that said, at dump and at use alike.
     opts+=(-XX:+UnlockDiagnosticVMOptions -XX:+AllowArchivingWithJavaAgent)
     fast_start_opts cassandra "$CASSANDRA_VERSION"
+    if [ "$CASSANDRA_JMX_PORT" != 0 ]; then
+        # cassandra-env.sh's LOCAL_JMX=yes: JMX on loopback only, for nodetool.
+        opts+=("-Dcassandra.jmx.local.port=$CASSANDRA_JMX_PORT"
+            -Dcom.sun.management.jmxremote.authenticate=false)
+    fi
     # Extra JVM options from the environment (last, so they win).
     read -r -a extra <<<"${CONFAB_CASSANDRA_JVM_OPTS:-}"
     opts+=("${extra[@]}")
-    # cassandra-env.sh caps glibc arenas: many threads otherwise bloat native memory.
     # As root, Cassandra's unconditional mlockall() succeeds and faults in and pins the
     # whole committed heap at startup (a slower start and memory the OS can never
     # reclaim, beside cargo builds). Without CAP_IPC_LOCK it fails against the small
@@ -489,6 +560,7 @@ cassandra_start() {
     if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
         nolock=(setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock --)
     fi
+    # cassandra-env.sh caps glibc arenas: many threads otherwise bloat native memory.
     MALLOC_ARENA_MAX=4 launch cassandra "$d/logs/stdout.log" \
         "${nolock[@]}" "$JAVA" "${opts[@]}" -cp "$jars/*" org.apache.cassandra.service.CassandraDaemon
 }
@@ -625,6 +697,23 @@ cql_client() {
     exec 3>&-
 }
 
+# nodetool, through the JMX port the running node was started with.
+cassandra_nodetool() {
+    local d="$SVC/cassandra" jmx
+    jmx=$(cat "$d/jmx_port" 2>/dev/null || echo 0)
+    [ "$jmx" != 0 ] || die "cassandra runs without JMX: restart it with CONFAB_CASSANDRA_JMX_PORT=7199 (down cassandra; up cassandra)"
+    find_java
+    "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 \
+        --add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
+        --add-exports java.base/jdk.internal.ref=ALL-UNNAMED \
+        --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED \
+        --add-opens java.base/jdk.internal.ref=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED \
+        "-Dlogback.configurationFile=file://$d/conf/logback-tools.xml" \
+        "-Dcassandra.logdir=$d/logs" "-Duser.home=$d/tmp" \
+        -cp "$SVC/jars/cassandra-$CASSANDRA_VERSION/*" org.apache.cassandra.tools.NodeTool \
+        -h "$HOST" -p "$jmx" "$@"
+}
+
 cassandra_check() {
     local v ks="confab_services_check" got
     v=$(cql_probe) || die "cassandra: CQL query of system.local failed"
@@ -645,8 +734,7 @@ cassandra_check() {
 
 kafka_jars() { printf '%s/jars/kafka-%s' "$SVC" "$KAFKA_VERSION"; }
 
-kafka_prepare() {
-    find_java
+kafka_fetch() {
     # kafka_2.13 is the broker (kafka.Kafka, kafka.tools.StorageTool); kafka-tools has
     # TopicCommand and the console clients; log4j-slf4j-impl routes Kafka's SLF4J logging
     # to log4j2, as the distribution's libs/ does.
@@ -654,6 +742,11 @@ kafka_prepare() {
         "org.apache.kafka:kafka_2.13:$KAFKA_VERSION" \
         "org.apache.kafka:kafka-tools:$KAFKA_VERSION" \
         "org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION"
+}
+
+kafka_prepare() {
+    find_java
+    kafka_fetch
     local d="$SVC/kafka"
     mkdir -p "$d/conf" "$d/logs" "$d/data" "$d/tmp"
     # KRaft combined mode with a static one-voter quorum: the controller endpoint is not
@@ -713,6 +806,10 @@ EOF
 EOF
     # Format the log dir once, with a cluster id generated here and kept, so restarts find
     # the same cluster. A Kafka Uuid is 16 random bytes in URL-safe base64 without padding.
+    if [ ! -s "$d/cluster.id" ] && [ -f "$d/data/meta.properties" ]; then
+        # Lost the id but kept the data: the data's own id is the one that works.
+        sed -n 's/^cluster\.id=//p' "$d/data/meta.properties" | tr -d '\n' >"$d/cluster.id"
+    fi
     if [ ! -s "$d/cluster.id" ]; then
         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$d/cluster.id"
     fi
@@ -802,12 +899,35 @@ configured_port() {
     esac
 }
 
+# Runs the Maven fetches of several services side by side (a cold machine spends most of
+# its first `up` there). Best effort: Maven's local repository isn't made for concurrent
+# writers, so a fetch that fails here is simply redone alone by <name>_prepare.
+prefetch() {
+    local name pids=() names=()
+    [ "$#" -gt 1 ] || return 0
+    for name in "$@"; do
+        declare -F "${name}_fetch" >/dev/null || continue
+        mkdir -p "$SVC/$name"
+        ("${name}_fetch") 2>"$SVC/$name/prefetch.log" &
+        pids+=("$!")
+        names+=("$name")
+    done
+    local i
+    for i in "${!pids[@]}"; do
+        if wait "${pids[$i]}"; then
+            cat "$SVC/${names[$i]}/prefetch.log" >&2
+        else
+            log "parallel fetch of ${names[$i]} failed; retrying it alone"
+        fi
+        rm -f "$SVC/${names[$i]}/prefetch.log"
+    done
+}
+
 cmd_up() {
-    local names name pid started=() starts=()
+    local names name pid port todo=()
     read -r -a names <<<"$(services_of "${1:-all}")"
     for name in "${names[@]}"; do
         if pid=$(running_pid "$name"); then
-            local port
             port=$(<"$(port_file "$name")")
             log "$name already running (pid $pid) on $HOST:$port"
             if [ "$port" != "$(configured_port "$name")" ]; then
@@ -816,57 +936,76 @@ cmd_up() {
             continue
         fi
         rm -f "$(pid_file "$name")"
+        todo+=("$name")
+    done
+    prefetch "${todo[@]}"
+    # Jars, configs and storage format first, so the launches below happen together.
+    for name in "${todo[@]}"; do
         "${name}_prepare"
+    done
+    # Launched together and waited for together: the JVMs start side by side.
+    for name in "${todo[@]}"; do
         "${name}_start"
-        started+=("$name")
-        starts+=("$EPOCHREALTIME")
-        log "$name starting (pid $(running_pid "$name" || cat "$(pid_file "$name")"), port $(configured_port "$name"))"
+        log "$name starting (pid $(<"$(pid_file "$name")"), port $(configured_port "$name"))"
     done
-    # Started together, waited for together: Cassandra's and Kafka's JVMs warm up at once.
-    local i logs
-    for i in "${!started[@]}"; do
-        name=${started[$i]}
-        read -r -a logs <<<"$("${name}_logs")"
-        wait_ready "$name" "${name}_ready" "${starts[$i]}" "${logs[@]}"
-    done
+    [ ${#todo[@]} -eq 0 ] || wait_all_ready "${todo[@]}"
     write_endpoints
-    log "endpoints: $SVC/endpoints.env"
+    log "endpoints ($SVC/endpoints.env):"
     sed -n 's/^CONFAB_/  CONFAB_/p' "$SVC/endpoints.env" >&2
 }
 
 # Ends the process in the pid file: SIGTERM (Cassandra drains, Kafka shuts down cleanly),
 # then SIGKILL after STOP_TIMEOUT seconds; returns once the process is gone.
 stop_one() {
-    local name=$1 pid start
+    local name=$1 pid start killed=0
     if ! pid=$(running_pid "$name"); then
         log "$name not running"
         rm -f "$(pid_file "$name")"
         return 0
     fi
     log "stopping $name (pid $pid)"
-    start=$EPOCHREALTIME
+    start=$(now_ms)
+    local born deadline
+    born=$(proc_start_time "$pid")
+    deadline=$(($(now_ms) + STOP_TIMEOUT * 1000))
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((${start%[.,]*} + STOP_TIMEOUT))
-    while running_pid "$name" >/dev/null; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
+    while ! proc_gone "$pid" "$born"; do
+        if [ "$(now_ms)" -ge "$deadline" ]; then
             log "$name did not exit within ${STOP_TIMEOUT}s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
-            while running_pid "$name" >/dev/null; do sleep 0.2; done
+            killed=1
+            while ! proc_gone "$pid" "$born"; do sleep 0.1; done
             break
         fi
-        sleep 0.2
+        sleep 0.1
     done
     rm -f "$(pid_file "$name")"
+    # A class archive dumped at exit (see fast_start_opts) is kept only if the JVM ended
+    # by itself; after SIGKILL it may be cut short.
+    local partial
+    for partial in "$SVC/$name"/*.jsa.partial; do
+        [ -e "$partial" ] || continue
+        if [ "$killed" = 0 ] && [ -s "$partial" ]; then
+            mv -f "$partial" "${partial%.partial}"
+        else
+            rm -f "$partial"
+        fi
+    done
     log "$name stopped after $(since "$start")s"
 }
 
 cmd_down() {
-    local names name
+    local names name pids=()
     read -r -a names <<<"$(services_of "${1:-all}")"
+    # In parallel: Cassandra's drain and the JVMs' class-archive dumps take seconds each.
     for name in "${names[@]}"; do
-        stop_one "$name"
+        stop_one "$name" &
+        pids+=("$!")
     done
+    local rc=0 p
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
     write_endpoints
+    return "$rc"
 }
 
 cmd_status() {
@@ -892,22 +1031,44 @@ cmd_check() {
     done
 }
 
+# `cql STATEMENT...`: runs statements on the running Cassandra with the tiny client above.
+cmd_cql() {
+    [ $# -gt 0 ] || die "usage: $0 cql 'STATEMENT' ['STATEMENT'...]"
+    running_pid cassandra >/dev/null || die "cassandra is not running (run: $0 up cassandra)"
+    cql "$@"
+}
+
+cmd_nodetool() {
+    running_pid cassandra >/dev/null || die "cassandra is not running (run: $0 up cassandra)"
+    cassandra_nodetool "$@"
+}
+
 main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
     case $cmd in
         __cql) cql_client "$@"; return ;;
-        up | down | status | check) ;;
+        up | down | check)
+            # Validated here: services_of's own die would only end a $(...) subshell.
+            case "${1:-all}" in
+                all | redis | cassandra | kafka) ;;
+                *) die "unknown service '$1' (redis, cassandra, kafka or all)" ;;
+            esac
+            ;;
+        status | cql | nodetool) ;;
         *)
-            sed -n '2,12s/^# \{0,1\}//p' "$SELF" >&2
+            sed -n '2,14s/^# \{0,1\}//p' "$SELF" >&2
             exit 2
             ;;
     esac
     mkdir -p "$SVC"
-    # One services.sh at a time per .services/ dir: concurrent `up`s would race on ports
-    # and pid files. Servers are started with fd 9 closed so they never hold the lock.
-    exec 9>"$SVC/.lock"
-    flock 9
+    # One up/down at a time per .services/ dir (tests may call `up` from several processes
+    # at once): they'd race on ports and pid files. The servers are started with fd 9
+    # closed, so they never hold the lock.
+    if [ "$cmd" = up ] || [ "$cmd" = down ]; then
+        exec 9>"$SVC/.lock"
+        flock 9
+    fi
     "cmd_$cmd" "$@"
 }
 
