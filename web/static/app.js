@@ -347,7 +347,7 @@ class ChatApp {
     });
     /** @type {string | null} the open conversation */
     this.current = null;
-    /** @type {ConnectionStatus | 'offline'} */
+    /** @type {ConnectionStatus} */
     this.connection = 'connecting';
     this.everConnected = false;
     /** Bumped on each new connection, so the work of an older one can tell it is stale. */
@@ -367,7 +367,6 @@ class ChatApp {
     this.renderedChannel = null;
     /** @type {string | null} */
     this.renderedFirstKey = null;
-    this.renderedCount = 0;
     this.presenceSubKey = '';
     /** @type {Set<string>} */
     this.loadingLatest = new Set();
@@ -411,6 +410,7 @@ class ChatApp {
       empty: byId('empty-state', HTMLElement),
       wrap: byId('messages-wrap', HTMLElement),
       messages: byId('messages', HTMLElement),
+      log: byId('message-log', HTMLElement),
       list: byId('message-list', HTMLOListElement),
       loadOlder: byId('load-older', HTMLButtonElement),
       historyStatus: byId('history-status', HTMLElement),
@@ -470,6 +470,11 @@ class ChatApp {
 
   bindUi() {
     const el = this.el;
+    document.querySelector('.skip-link')?.addEventListener('click', (e) => {
+      // The URL's hash names the open conversation; the skip link must not replace it.
+      e.preventDefault();
+      el.composer.focus();
+    });
     byId('logout', HTMLButtonElement).addEventListener('click', () => {
       this.rtm.stop();
       restart();
@@ -1525,6 +1530,7 @@ class ChatApp {
       el.composer.placeholder = placeholder;
       el.composerLabel.textContent = placeholder;
       el.messages.setAttribute('aria-label', `Messages in ${isChannel ? '#' : ''}${title}`);
+      el.list.setAttribute('aria-label', `Messages in ${isChannel ? '#' : ''}${title}`);
     }
   }
 
@@ -1575,9 +1581,9 @@ class ChatApp {
     const firstKey = ch.messages.length ? `m:${id}:${ch.messages[0].seq}` : null;
     const prepended = !switching && firstKey !== null && this.renderedFirstKey !== null && firstKey !== this.renderedFirstKey;
     const quiet = switching || prepended;
-    if (quiet) el.list.setAttribute('aria-live', 'off');
+    if (quiet) el.log.setAttribute('aria-live', 'off');
     syncChildren(el.list, nodes);
-    if (quiet) setTimeout(() => el.list.setAttribute('aria-live', 'polite'), 300);
+    if (quiet) setTimeout(() => el.log.setAttribute('aria-live', 'polite'), 300);
     this.renderedChannel = id;
     this.renderedFirstKey = firstKey;
 
@@ -1625,12 +1631,11 @@ class ChatApp {
     let entry = this.nodes.get(key);
     const label = dayLabel(ms);
     if (!entry) {
-      entry = { el: h('li', { class: 'day-divider', role: 'separator', 'aria-label': label }), sig: '' };
+      entry = { el: h('li', { class: 'day-divider' }), sig: '' };
       this.nodes.set(key, entry);
     }
     if (entry.sig !== label) {
       entry.el.textContent = label;
-      entry.el.setAttribute('aria-label', label);
       entry.sig = label;
     }
     return entry.el;
