@@ -22,3 +22,14 @@ ensure_build_tools() {
     apt_install cmake build-essential pkg-config
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
+
+# The browser tests drive Debian's Chromium through playwright-core (no browser download).
+ensure_web_tools() {
+    apt_install chromium
+    # Node may come from elsewhere than Debian (with a newer npm): only fill a gap.
+    command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+    if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
+        step "npm ci (web)"
+        npm --prefix web ci --no-audit --no-fund
+    fi
+}

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 ensure_build_tools
+ensure_web_tools
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -16,3 +17,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
+
+step "web: type-check and unit tests"
+npm --prefix web run typecheck
+node --test web/tests/
+
+step "web: Chromium end to end against confab dev"
+CONFAB_BIN=target/debug/confab node --test web/tests/browser.e2e.mjs

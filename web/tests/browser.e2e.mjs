@@ -5,7 +5,7 @@
 //   CONFAB_BIN=target/debug/confab node --test web/tests/browser.e2e.mjs
 //
 // Environment:
-//   CONFAB_BIN        path to the confab binary (required; the test is skipped without it)
+//   CONFAB_BIN        path to the confab binary (required; the test fails without it)
 //   CHROMIUM_PATH     browser executable (default /usr/bin/chromium)
 //   CONFAB_E2E_WEB    "server" (default): the page comes from the binary at `/`;
 //                     "disk": the browser gets web/ of this checkout instead (for a binary
@@ -49,13 +49,15 @@ const CHROMIUM_ARGS = [
 ];
 const PASSWORD = 'correct horse battery staple';
 
-const skip = !BIN
+// A missing prerequisite fails the run: a browser test that quietly skips proves nothing.
+const missing = !BIN
   ? 'set CONFAB_BIN to the confab binary to run the browser test'
   : !existsSync(BIN)
     ? `CONFAB_BIN=${BIN} does not exist`
     : !existsSync(CHROMIUM)
       ? `no browser at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`
-      : false;
+      : null;
+if (missing) throw new Error(missing);
 
 // ---- helpers ------------------------------------------------------------------------
 
@@ -278,7 +280,7 @@ async function openConversation(page, channelId) {
 
 // ---- the scenario -------------------------------------------------------------------
 
-test('two people chat in the browser, and the page survives a server restart', { skip, timeout: 240_000 }, async (t) => {
+test('two people chat in the browser, and the page survives a server restart', { timeout: 240_000 }, async (t) => {
   await fs.mkdir(OUT_DIR, { recursive: true });
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'confab-web-e2e-'));
   const log = createWriteStream(path.join(OUT_DIR, 'server.log'));
