@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole confab test suite, from a fresh machine: installs what the build and the
-# tests need, then runs formatting, lint and every test (unit, conformance, end to end).
+# tests need (build tools, Chromium, Redis, Cassandra, Kafka), then runs formatting,
+# lint and every test: unit, conformance against embedded and real engines, end to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,15 @@ cargo fmt --all --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "services: Redis, Cassandra 5, Kafka 4 on 127.0.0.1 (the drivers' conformance suites need them)"
+scripts/services/services.sh up all
+# Stop exactly what this run started, however it ends.
+trap 'scripts/services/services.sh down all' EXIT
+set -a
+# shellcheck source=/dev/null
+. .services/endpoints.env
+set +a
 
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"

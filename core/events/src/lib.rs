@@ -2,7 +2,7 @@
 //!
 //! - [`FanOut`]: real-time, at-most-once delivery of [`TeamEvent`]s from the core to the
 //!   edges that hold connections of that team. Ordered per team. In-process broadcast
-//!   for one node; a networked driver for several.
+//!   for one node; Redis pub/sub ([`RedisFanOut`]) for several.
 //! - [`EventLog`]: the durable, replayable log of side effects (push notifications, later
 //!   search indexing) with consumer offsets. Embedded in fjall for one node; Kafka at scale.
 //!
@@ -10,10 +10,14 @@
 
 pub mod conformance;
 pub mod fjall_log;
+pub mod kafka_log;
 pub mod memory_fanout;
+pub mod redis_fanout;
 
 pub use fjall_log::FjallEventLog;
+pub use kafka_log::{KafkaEventLog, KafkaLogConfig};
 pub use memory_fanout::MemoryFanOut;
+pub use redis_fanout::RedisFanOut;
 
 use async_trait::async_trait;
 use confab_proto::TeamId;
@@ -25,6 +29,10 @@ use tokio::sync::mpsc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FanOutBackend {
     InProcess,
+    /// Redis pub/sub at `url`, shared by every node that opens it.
+    Redis {
+        url: String,
+    },
 }
 
 /// Which engine keeps the durable event log.
@@ -32,12 +40,21 @@ pub enum FanOutBackend {
 pub enum EventLogBackend {
     /// fjall keyspaces in this directory.
     Embedded { dir: std::path::PathBuf },
+    /// Kafka topics on these bootstrap brokers (`host:port,...`), every topic and group
+    /// name prefixed with `namespace`; topics it creates get `partitions` (`None`: the
+    /// broker's default).
+    Kafka {
+        brokers: String,
+        namespace: String,
+        partitions: Option<u32>,
+    },
 }
 
 /// Opens the configured fan-out.
 pub async fn open_fanout(backend: &FanOutBackend) -> Result<Arc<dyn FanOut>, EventsError> {
     match backend {
         FanOutBackend::InProcess => Ok(MemoryFanOut::new()),
+        FanOutBackend::Redis { url } => Ok(RedisFanOut::open(url).await?),
     }
 }
 
@@ -45,6 +62,18 @@ pub async fn open_fanout(backend: &FanOutBackend) -> Result<Arc<dyn FanOut>, Eve
 pub async fn open_event_log(backend: &EventLogBackend) -> Result<Arc<dyn EventLog>, EventsError> {
     match backend {
         EventLogBackend::Embedded { dir } => Ok(Arc::new(FjallEventLog::open(dir)?)),
+        EventLogBackend::Kafka {
+            brokers,
+            namespace,
+            partitions,
+        } => {
+            let config = KafkaLogConfig {
+                namespace: namespace.clone(),
+                partitions: *partitions,
+                ..KafkaLogConfig::new(brokers.clone())
+            };
+            Ok(Arc::new(KafkaEventLog::connect(config).await?))
+        }
     }
 }
 

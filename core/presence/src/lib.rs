@@ -7,7 +7,9 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
+pub use self::redis::RedisPresence;
 pub use memory::MemoryPresence;
 
 use async_trait::async_trait;
@@ -21,6 +23,8 @@ use tokio::sync::broadcast;
 pub enum PresenceBackend {
     /// In this process; right for one node.
     InProcess { ttl: Duration },
+    /// In Redis at `url`, shared by every node that opens it; `ttl` as for `InProcess`.
+    Redis { url: String, ttl: Duration },
 }
 
 /// Opens the configured presence backend.
@@ -29,6 +33,7 @@ pub async fn open(
 ) -> Result<std::sync::Arc<dyn PresenceStore>, PresenceError> {
     match backend {
         PresenceBackend::InProcess { ttl } => Ok(MemoryPresence::new(*ttl)),
+        PresenceBackend::Redis { url, ttl } => Ok(RedisPresence::open(url, *ttl).await?),
     }
 }
 

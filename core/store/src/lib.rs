@@ -2,15 +2,18 @@
 //!
 //! [`Store`] is the capability the core needs, expressed as domain queries rather than
 //! bytes so that each engine can lay its data out the way it wants: the embedded
-//! [`fjall`](crate::fjall_store) driver for one machine, a Scylla/Cassandra driver at scale.
+//! [`fjall`](crate::fjall_store) driver for one machine, the
+//! [Scylla/Cassandra](crate::scylla_store) driver at scale.
 //! Every driver must pass the one [`conformance`] suite.
 
 pub mod conformance;
 pub mod fjall_store;
 mod record;
+pub mod scylla_store;
 
 pub use fjall_store::{CommitStats, FjallStore, FjallStoreOptions, SyncPolicy};
 pub use record::{BUCKET_SEQS, ChannelRecord, NewMessage, UserRecord, bucket_of};
+pub use scylla_store::{ScyllaStore, ScyllaStoreOptions};
 
 use async_trait::async_trait;
 use confab_proto::{ChannelId, Message, Team, TeamId, UserId};
@@ -20,6 +23,8 @@ use confab_proto::{ChannelId, Message, Team, TeamId, UserId};
 pub enum StoreBackend {
     /// fjall LSM tree in one local directory.
     Embedded(FjallStoreOptions),
+    /// Apache Cassandra or ScyllaDB cluster, reached through the `scylla` driver.
+    Cassandra(ScyllaStoreOptions),
 }
 
 /// Opens the configured store.
@@ -28,6 +33,9 @@ pub async fn open(backend: &StoreBackend) -> Result<std::sync::Arc<dyn Store>, S
         StoreBackend::Embedded(options) => {
             Ok(std::sync::Arc::new(FjallStore::open(options.clone())?))
         }
+        StoreBackend::Cassandra(options) => Ok(std::sync::Arc::new(
+            ScyllaStore::connect(options.clone()).await?,
+        )),
     }
 }
 
