@@ -1,6 +1,10 @@
 //! confab's benchmarks. Each scenario is a function returning a [`Report`] so the binary,
 //! CI's `--quick` smoke runs and future comparisons with peer servers share one code path.
 
+pub mod boot;
+pub mod fanout;
+pub mod history;
+pub mod net;
 pub mod store;
 
 use hdrhistogram::Histogram;

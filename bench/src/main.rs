@@ -1,8 +1,13 @@
 //! `confab-bench`: runs one scenario and prints a Markdown row for bench/RESULTS.md.
 
 use clap::{Parser, Subcommand};
+use confab_bench::boot::BootBench;
+use confab_bench::fanout::FanoutBench;
+use confab_bench::history::HistoryBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -11,6 +16,10 @@ struct Cli {
     /// Tiny sizes and durations: a smoke run for CI, not a measurement.
     #[arg(long, global = true)]
     quick: bool,
+    /// Run the server as this `confab` binary (`confab dev`) in a separate process
+    /// instead of in-process, so client and server do not share one runtime.
+    #[arg(long, global = true)]
+    server_bin: Option<PathBuf>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -29,39 +38,151 @@ enum Scenario {
         #[arg(long)]
         no_fsync: bool,
     },
+    /// One channel, every member on WSS: send → receive latency and losses.
+    /// Documented sizes: --members 100, 1000, 5000.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Messages per second over all senders (at most 100 per sender: the edge's
+        /// per-connection RTM rate limit).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds members may still receive after the last send.
+        #[arg(long, default_value_t = 10)]
+        drain_seconds: u64,
+    },
+    /// Fill one channel, then read random 50-message history pages concurrently.
+    History {
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        #[arg(long, default_value_t = 16)]
+        readers: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// GET /v1/boot size and latency in a big team, against a full snapshot.
+    Boot {
+        #[arg(long, default_value_t = 1500)]
+        users: usize,
+        #[arg(long, default_value_t = 20)]
+        channels: usize,
+        #[arg(long, default_value_t = 10)]
+        dms: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quick = cli.quick;
+    // `--quick` shrinks sizes so CI runs each scenario in seconds; it measures nothing.
+    let seconds = |s: u64| {
+        if quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(s)
+        }
+    };
+    let server_bin = cli.server_bin;
     let report = match cli.scenario {
         Scenario::Store {
             channels,
             batch,
-            seconds,
+            seconds: s,
             no_fsync,
         } => {
-            let duration = if cli.quick {
+            let duration = if quick {
                 Duration::from_millis(300)
             } else {
-                Duration::from_secs(seconds)
+                Duration::from_secs(s)
             };
-            let channels = if cli.quick { channels.min(4) } else { channels };
+            let channels = if quick { channels.min(4) } else { channels };
             let sync = if no_fsync {
                 SyncPolicy::Os
             } else {
                 SyncPolicy::Fsync
             };
-            confab_bench::store::run(StoreBench {
+            Ok(confab_bench::store::run(StoreBench {
                 channels,
                 batch,
                 duration,
                 sync,
             })
+            .await)
+        }
+        Scenario::Fanout {
+            members,
+            senders,
+            rate,
+            seconds: s,
+            drain_seconds,
+        } => {
+            confab_bench::fanout::run(FanoutBench {
+                members: if quick { members.min(5) } else { members },
+                senders: if quick { senders.min(2) } else { senders },
+                rate: if quick { rate.min(20.0) } else { rate },
+                duration: seconds(s),
+                drain: Duration::from_secs(drain_seconds),
+                server_bin,
+            })
+            .await
+        }
+        Scenario::History {
+            messages,
+            writers,
+            readers,
+            seconds: s,
+        } => {
+            confab_bench::history::run(HistoryBench {
+                messages: if quick { messages.min(2_000) } else { messages },
+                writers: if quick { writers.min(16) } else { writers },
+                readers: if quick { readers.min(4) } else { readers },
+                duration: seconds(s),
+                server_bin,
+            })
+            .await
+        }
+        Scenario::Boot {
+            users,
+            channels,
+            dms,
+            concurrency,
+            seconds: s,
+        } => {
+            confab_bench::boot::run(BootBench {
+                users: if quick { users.min(20) } else { users },
+                channels: if quick { channels.min(3) } else { channels },
+                dms: if quick { dms.min(3) } else { dms },
+                concurrency: if quick {
+                    concurrency.min(2)
+                } else {
+                    concurrency
+                },
+                duration: seconds(s),
+                server_bin,
+            })
             .await
         }
     };
-    println!("| scenario | messages | msg/s | p50 ms | p99 ms | p999 ms | notes |");
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("confab-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("| scenario | operations | ops/s | p50 ms | p99 ms | p999 ms | notes |");
     println!("|---|---|---|---|---|---|---|");
     println!("{}", report.markdown_row());
+    ExitCode::SUCCESS
 }

@@ -1,10 +1,11 @@
 //! Keeps the benchmarks from rotting: each scenario runs in `--quick` mode and must
 //! produce a sane report. No assertion on timings.
 
-#[test]
-fn store_scenario_runs_quick() {
+/// Runs `confab-bench --quick ARGS...` and returns its row for `scenario`.
+fn quick_row(args: &[&str], scenario: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_confab-bench"))
-        .args(["--quick", "store"])
+        .arg("--quick")
+        .args(args)
         .output()
         .expect("run confab-bench");
     assert!(
@@ -13,11 +14,56 @@ fn store_scenario_runs_quick() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let row = stdout
+    stdout
         .lines()
-        .find(|l| l.starts_with("| store |"))
-        .expect("a store row");
-    let messages: u64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
-    assert!(messages > 0, "{row}");
+        .find(|l| l.starts_with(&format!("| {scenario} |")))
+        .unwrap_or_else(|| panic!("a {scenario} row in {stdout}"))
+        .to_owned()
+}
+
+/// The operations column of a row.
+fn operations(row: &str) -> u64 {
+    row.split('|').nth(2).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn store_scenario_runs_quick() {
+    let row = quick_row(&["store"], "store");
+    assert!(operations(&row) > 0, "{row}");
     assert!(row.contains("fsyncs"), "{row}");
+}
+
+#[test]
+fn fanout_scenario_delivers_everything() {
+    let row = quick_row(&["fanout"], "fanout");
+    assert!(operations(&row) > 0, "{row}");
+    // Every acknowledged message reached every member, exactly once, none refused.
+    assert!(row.contains("lost 0 of"), "{row}");
+    assert!(row.contains(" 0 duplicates, 0 disconnected"), "{row}");
+    assert!(row.contains("rejected 0"), "{row}");
+}
+
+#[test]
+fn history_scenario_reads_full_pages() {
+    let row = quick_row(&["history"], "history");
+    assert!(operations(&row) > 0, "{row}");
+    assert!(row.contains("2000 messages filled"), "{row}");
+    assert!(row.contains(" 0 short pages"), "{row}");
+}
+
+#[test]
+fn boot_scenario_is_smaller_than_a_snapshot() {
+    let row = quick_row(&["boot"], "boot");
+    assert!(operations(&row) > 0, "{row}");
+    let bytes = |label: &str| -> u64 {
+        let at = row.find(label).unwrap() + label.len();
+        row[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(bytes("; boot ") > 0, "{row}");
+    assert!(bytes("full snapshot ") > 0, "{row}");
 }

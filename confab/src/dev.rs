@@ -1,6 +1,8 @@
-//! `confab dev`: edge and core in one process on embedded backends — the first thing a
-//! new user runs, and what the end-to-end tests start. The edge talks to the core through
-//! the same [`CoreApi`] trait a networked deployment uses, wired in-process here.
+//! `confab dev`: edge and core in one process — the first thing a new user runs, and what
+//! the end-to-end tests start. Backends are embedded unless [`DevOptions::backends`] names
+//! others (from `--config` and the environment, see [`crate::config`]). The edge talks to
+//! the core through the same [`CoreApi`] trait a networked deployment uses, wired
+//! in-process here.
 
 use crate::config::Backends;
 use confab_auth::{SigningKeyPair, TokenIssuer, TokenVerifier};
@@ -25,6 +27,9 @@ pub struct DevOptions {
     pub edge: EdgeSettings,
     /// The web client, if this build serves one.
     pub web_assets: Option<WebAssets>,
+    /// The engines to run on; `None` is everything embedded under `data_dir` (with
+    /// `sync`). Keys and the local CA stay in `data_dir` either way.
+    pub backends: Option<Backends>,
 }
 
 impl std::fmt::Debug for DevOptions {
@@ -34,6 +39,7 @@ impl std::fmt::Debug for DevOptions {
             .field("listen", &self.listen)
             .field("allow_team_creation", &self.allow_team_creation)
             .field("sync", &self.sync)
+            .field("backends", &self.backends.as_ref().map(Backends::describe))
             .finish_non_exhaustive()
     }
 }
@@ -48,6 +54,7 @@ impl DevOptions {
             sync: SyncPolicy::Fsync,
             edge: EdgeSettings::default(),
             web_assets: crate::web::assets(),
+            backends: None,
         }
     }
 }
@@ -109,7 +116,11 @@ impl DevNode {
         let issuer = TokenIssuer::new(&keys, chat_config.token_lifetime)?;
         let verifier = Arc::new(TokenVerifier::from_public_pem(keys.public_pem())?);
 
-        let backends = Backends::embedded(&data_dir, options.sync);
+        let backends = options
+            .backends
+            .clone()
+            .unwrap_or_else(|| Backends::embedded(&data_dir, options.sync));
+        tracing::info!(backends = %backends.describe().replace('\n', "; "), "opening backends");
         let store = confab_store::open(&backends.store).await?;
         let presence = confab_presence::open(&backends.presence)
             .await

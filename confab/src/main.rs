@@ -1,6 +1,7 @@
 //! The `confab` command line: `confab dev` and `confab geo check`.
 
 use clap::{Parser, Subcommand};
+use confab::config::NodeConfig;
 use confab::dev::{DevNode, DevOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,8 +17,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run edge and core in one process on embedded storage (HTTPS, WSS and HTTP/3).
+    /// Run edge and core in one process (HTTPS, WSS and HTTP/3), on embedded storage unless
+    /// a config file or a CONFAB_*_BACKEND variable names other engines.
+    ///
+    /// Environment: CONFAB_STORE_BACKEND, CONFAB_CASSANDRA_NODES (comma list),
+    /// CONFAB_CASSANDRA_KEYSPACE, CONFAB_PRESENCE_BACKEND, CONFAB_REDIS_URL,
+    /// CONFAB_FANOUT_BACKEND, CONFAB_EVENT_LOG_BACKEND, CONFAB_KAFKA_BROKERS. Each overrides
+    /// the file's value; an address variable alone never switches a backend.
     Dev {
+        /// Backends TOML file: sections [store], [presence], [fanout], [event_log].
+        #[arg(long, env = "CONFAB_CONFIG")]
+        config: Option<PathBuf>,
         /// Where messages, metadata, keys and the local CA live.
         #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
         data_dir: PathBuf,
@@ -51,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Dev {
+            config,
             data_dir,
             listen,
             no_team_creation,
@@ -64,6 +75,31 @@ fn main() -> ExitCode {
             };
             let mut options = DevOptions::new(data_dir, listen);
             options.allow_team_creation = !no_team_creation;
+            let file = match config.as_deref().map(NodeConfig::load).transpose() {
+                Ok(file) => file.unwrap_or_default(),
+                Err(error) => {
+                    eprintln!("confab dev: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let backends = file
+                .apply_env(|name| std::env::var(name).ok())
+                .and_then(|config| config.backends(&options.data_dir, options.sync));
+            match backends {
+                Ok(backends) => {
+                    // Stated up front so an operator sees which engines this node
+                    // writes to before anything is written (URL passwords masked).
+                    println!("confab dev backends:");
+                    for line in backends.describe().lines() {
+                        println!("  {line}");
+                    }
+                    options.backends = Some(backends);
+                }
+                Err(error) => {
+                    eprintln!("confab dev: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
             runtime.block_on(run_dev(options))
         }
         Command::Geo {

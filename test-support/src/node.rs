@@ -1,5 +1,5 @@
 //! A `confab dev` node in this process, on a temporary data directory, restartable on the
-//! same directory to test durability.
+//! same directory (and the same backends) to test durability.
 
 use confab::dev::{DevNode, DevOptions};
 use std::net::SocketAddr;
@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct TestNode {
     node: Option<DevNode>,
     dir: tempfile::TempDir,
+    /// What the node was started with, so a restart reopens the same backends (a node on
+    /// Cassandra must not come back on an empty embedded store).
+    options: DevOptions,
     pub addr: SocketAddr,
     pub ca_path: PathBuf,
 }
@@ -25,8 +28,11 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut options = DevOptions::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
         adjust(&mut options);
-        let node = DevNode::start(options).await.expect("confab dev starts");
+        let node = DevNode::start(options.clone())
+            .await
+            .expect("confab dev starts");
         Self {
+            options,
             addr: node.addr,
             ca_path: node.ca_path.clone(),
             node: Some(node),
@@ -39,15 +45,15 @@ impl TestNode {
         self.dir.path()
     }
 
-    /// Graceful stop, then a new node on the same data directory (a new port).
+    /// Graceful stop, then a new node with the same options on the same data directory (a
+    /// new port).
     pub async fn restart(&mut self) {
         if let Some(node) = self.node.take() {
             node.shutdown(Duration::from_secs(5)).await;
         }
-        let options = DevOptions::new(
-            self.dir.path().to_path_buf(),
-            "127.0.0.1:0".parse().unwrap(),
-        );
+        let mut options = self.options.clone();
+        // The old port may linger; a fresh one avoids a bind race.
+        options.listen = "127.0.0.1:0".parse().unwrap();
         let node = DevNode::start(options).await.expect("confab dev restarts");
         self.addr = node.addr;
         self.ca_path = node.ca_path.clone();

@@ -1,0 +1,287 @@
+//! The `fanout` scenario: one channel, N members each on its own WSS connection, S of them
+//! sending RTM `message`s at a fixed total rate. Measures send → receive latency at every
+//! member, delivered messages/s, and whether every member got every acknowledged message.
+
+use crate::net::{self, Result, Server};
+use crate::{Report, latency_histogram};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The edge's default per-connection RTM rate (EdgeSettings::rate_per_sec); a sender
+/// above it would measure the rate limiter, not delivery.
+const MAX_RATE_PER_SENDER: f64 = 100.0;
+
+/// Parameters of the fanout scenario.
+#[derive(Clone, Debug)]
+pub struct FanoutBench {
+    /// Channel members, each one connection (senders included).
+    pub members: usize,
+    pub senders: usize,
+    /// Messages per second over all senders.
+    pub rate: f64,
+    pub duration: Duration,
+    /// How long members may still receive after the last send before the rest is lost.
+    pub drain: Duration,
+    pub server_bin: Option<PathBuf>,
+}
+
+/// What one member saw.
+struct Received {
+    latency_us: Histogram<u64>,
+    /// Per sender, which message numbers arrived.
+    seen: Vec<Vec<bool>>,
+    duplicates: u64,
+    disconnected: bool,
+}
+
+/// Runs the scenario against a fresh server.
+pub async fn run(params: FanoutBench) -> Result<Report> {
+    let senders = params.senders.clamp(1, params.members.max(1));
+    let per_sender_rate = params.rate / senders as f64;
+    if per_sender_rate > MAX_RATE_PER_SENDER {
+        return Err(format!(
+            "{per_sender_rate:.0} msg/s per sender exceeds the edge's RTM rate limit of \
+             {MAX_RATE_PER_SENDER}/s; add --senders"
+        )
+        .into());
+    }
+    let (server, target) = Server::start(params.server_bin.as_deref()).await?;
+    let setup_started = Instant::now();
+    let admin = net::create_team(&target).await?;
+    let users = net::create_users(&target, &admin, params.members.saturating_sub(1), 8).await?;
+    let (ids, emails): (Vec<String>, Vec<String>) = users.into_iter().unzip();
+    let mut sessions = vec![admin.clone()];
+    sessions.extend(net::login_all(&target, &admin.domain, emails, 8).await?);
+    let mut http = net::Http::connect(&target).await?;
+    let channel = net::create_channel(&mut http, &admin, "fanout").await?;
+    net::add_members(&mut http, &admin, &channel, &ids).await?;
+
+    // Connect everyone before the first send so no member misses messages by arriving late.
+    let sessions = Arc::new(sessions);
+    let connections = net::for_each_indexed(&target, sessions.len(), 32, {
+        let (sessions, target) = (Arc::clone(&sessions), target.clone());
+        move |http, i| {
+            let (sessions, target) = (Arc::clone(&sessions), target.clone());
+            async move { (http, net::connect_rtm(&target, &sessions[i].token).await) }
+        }
+    })
+    .await?;
+    let setup = setup_started.elapsed();
+
+    // Instants are embedded as microseconds since `base`; sender and receivers share this
+    // process's monotonic clock, so no clock sync is involved.
+    let base = Instant::now();
+    let (total_tx, total_rx) = watch::channel(None::<u64>);
+    let acked = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    let mut sinks = Vec::new();
+    for (i, ws) in connections.into_iter().enumerate() {
+        let (sink, stream) = ws.split();
+        // Senders' sinks go to the sending tasks; the others stay with their reader,
+        // because dropping a sink half would be a needless change of the connection.
+        let keep = if i < senders {
+            sinks.push(sink);
+            None
+        } else {
+            Some(sink)
+        };
+        readers.push(tokio::spawn(read_member(
+            stream,
+            keep,
+            base,
+            senders,
+            total_rx.clone(),
+            params.drain,
+            Arc::clone(&rejected),
+        )));
+    }
+
+    let per_sender = (per_sender_rate * params.duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / per_sender_rate.max(0.001));
+    let send_started = Instant::now();
+    let mut sending = Vec::new();
+    for (s, mut sink) in sinks.into_iter().enumerate() {
+        let channel = channel.clone();
+        // Stagger senders so their ticks interleave instead of landing together.
+        let start = send_started + interval.mul_f64(s as f64 / senders as f64);
+        sending.push(tokio::spawn(async move {
+            for j in 0..per_sender {
+                // The intended instant, not the actual one: a sender delayed by a slow
+                // server must not hide that delay (coordinated omission).
+                let due = start + interval.mul_f64(j as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let sent_us = due.duration_since(base).as_micros() as u64;
+                let frame = json!({"id": j + 1, "type": "message", "channel": channel,
+                    "text": format!("bench {s} {j} {sent_us}"),
+                    "client_msg_id": format!("b{s}-{j}")});
+                if sink.send(WsMessage::text(frame.to_string())).await.is_err() {
+                    return (sink, j);
+                }
+            }
+            (sink, per_sender)
+        }));
+    }
+    let mut sent_by = Vec::new();
+    let mut sinks = Vec::new();
+    for task in sending {
+        let (sink, count) = task.await?;
+        sent_by.push(count);
+        sinks.push(sink);
+    }
+    let sent: u64 = sent_by.iter().sum();
+    // Every send is answered (ok or error) on the sender's own connection; the readers
+    // count the ok replies in `acked`. Expect each acknowledged message at every member.
+    let _ = total_tx.send(Some(sent));
+    let mut latency_us = latency_histogram();
+    let (mut delivered, mut lost, mut duplicates, mut disconnected) = (0u64, 0u64, 0u64, 0u64);
+    let mut outcomes = Vec::new();
+    for reader in readers {
+        outcomes.push(reader.await?);
+    }
+    let elapsed = send_started.elapsed();
+    drop(sinks);
+    for (received, acks) in outcomes {
+        acked.fetch_add(acks, Ordering::Relaxed);
+        latency_us.add(&received.latency_us)?;
+        delivered += received.latency_us.len();
+        duplicates += received.duplicates;
+        disconnected += u64::from(received.disconnected);
+        for (s, seen) in received.seen.iter().enumerate() {
+            let expected = sent_by[s];
+            let got = seen.iter().take(expected as usize).filter(|x| **x).count() as u64;
+            lost += expected.saturating_sub(got);
+        }
+    }
+    server.stop().await;
+    let members = params.members as u64;
+    Ok(Report {
+        scenario: "fanout",
+        operations: delivered,
+        elapsed,
+        latency_us,
+        notes: vec![
+            format!(
+                "{members} members, {senders} senders, {:.0} msg/s for {:?}",
+                params.rate, params.duration
+            ),
+            format!(
+                "sent {sent}, acked {}, rejected {}",
+                acked.load(Ordering::Relaxed),
+                rejected.load(Ordering::Relaxed)
+            ),
+            format!(
+                "lost {lost} of {} deliveries, {duplicates} duplicates, {disconnected} disconnected",
+                sent * members
+            ),
+            format!("setup {:.1} s", setup.as_secs_f64()),
+        ],
+    })
+}
+
+/// One member's receive loop: records latency of every `message` event, counts ok replies
+/// to its own sends, and ends when it has everything or the drain time is over.
+async fn read_member(
+    mut stream: futures::stream::SplitStream<net::Rtm>,
+    _keep: Option<futures::stream::SplitSink<net::Rtm, WsMessage>>,
+    base: Instant,
+    senders: usize,
+    mut total: watch::Receiver<Option<u64>>,
+    drain: Duration,
+    rejected: Arc<AtomicU64>,
+) -> (Received, u64) {
+    let mut received = Received {
+        latency_us: latency_histogram(),
+        seen: vec![Vec::new(); senders],
+        duplicates: 0,
+        disconnected: false,
+    };
+    let mut acks = 0u64;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut expected: Option<u64> = None;
+    loop {
+        let unique: u64 = received.latency_us.len();
+        if expected.is_some_and(|e| unique >= e) {
+            break;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let now_us = base.elapsed().as_micros() as u64;
+                    let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                    if frame.get("reply_to").is_some() {
+                        if frame["ok"] == json!(true) {
+                            acks += 1;
+                        } else {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    if frame["type"] != "message" {
+                        continue;
+                    }
+                    record(&mut received, frame["text"].as_str().unwrap_or_default(), now_us);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    received.disconnected = true;
+                    break;
+                }
+            },
+            changed = total.changed(), if expected.is_none() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Some(sent) = *total.borrow() {
+                    // `unique` counts distinct arrivals, so duplicates cannot end it early.
+                    expected = Some(sent);
+                    deadline = Some(tokio::time::Instant::now() + drain);
+                }
+            }
+            () = sleep => break,
+        }
+    }
+    (received, acks)
+}
+
+/// Parses `bench S J SENT_US` and records one arrival.
+fn record(received: &mut Received, text: &str, now_us: u64) {
+    let mut parts = text.split(' ').skip(1);
+    let (Some(s), Some(j), Some(sent_us)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(s), Ok(j), Ok(sent_us)) = (
+        s.parse::<usize>(),
+        j.parse::<usize>(),
+        sent_us.parse::<u64>(),
+    ) else {
+        return;
+    };
+    let Some(seen) = received.seen.get_mut(s) else {
+        return;
+    };
+    if seen.len() <= j {
+        seen.resize(j + 1, false);
+    }
+    if seen[j] {
+        received.duplicates += 1;
+        return;
+    }
+    seen[j] = true;
+    let _ = received
+        .latency_us
+        .record(now_us.saturating_sub(sent_us).max(1));
+}
