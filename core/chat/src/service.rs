@@ -353,7 +353,7 @@ impl CoreApi for ChatService {
     }
 
     async fn users(&self, caller: &Caller, ids: &[UserId]) -> Result<Vec<User>, ApiError> {
-        if ids.len() > MAX_HISTORY_LIMIT.max(MAX_PRESENCE_IDS) {
+        if ids.len() > MAX_PRESENCE_IDS {
             return Err(invalid(format!(
                 "at most {MAX_PRESENCE_IDS} ids per request"
             )));
