@@ -7,14 +7,20 @@
 //! write consumes no `seq`: nothing of the batch is visible and every sender gets an
 //! error, so a `seq` is never skipped. An idle sequencer ends and is recreated on demand
 //! from the store's `last_seq`.
+//!
+//! Across nodes, a sequencer writes only under the channel's lease (see
+//! [`Store::claim_lease`]): claimed with its first batch, renewed once less than half
+//! of it is left, released when the task ends. While another node holds it, sends fail
+//! with `Unavailable` naming that node; when the store fences an append (the lease was
+//! taken over meanwhile), the batch fails and the task ends.
 
 use crate::hlc::{Hlc, format_ts};
 use confab_proto::{ApiError, ChannelId, ErrorCode, Message, MessageId, TeamId, UserId};
-use confab_store::{NewMessage, Store, StoreError};
+use confab_store::{ChannelLease, LeaseClaim, NewMessage, Store, StoreError};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// A message to be numbered and stored.
@@ -41,6 +47,11 @@ pub struct SequencerConfig {
     pub queue: usize,
     /// A channel's task ends after this long without sends.
     pub idle: Duration,
+    /// This node's name in channel leases: unique per process, as a store handle's
+    /// leases must not be renewed by another process.
+    pub holder: String,
+    /// How long a claimed channel lease lasts; renewed when less than half is left.
+    pub lease_ttl: Duration,
 }
 
 impl Default for SequencerConfig {
@@ -49,6 +60,8 @@ impl Default for SequencerConfig {
             max_batch: 256,
             queue: 4096,
             idle: Duration::from_secs(60),
+            holder: format!("node-{}", ulid::Ulid::new()),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -59,6 +72,22 @@ type Key = (TeamId, ChannelId);
 struct Request {
     draft: Draft,
     reply: Reply,
+}
+
+/// Why a batch was not written.
+struct BatchFailure {
+    error: ApiError,
+    /// The channel's lease was taken over: this task must not write again.
+    fenced: bool,
+}
+
+impl From<ApiError> for BatchFailure {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            fenced: false,
+        }
+    }
 }
 
 /// The sequencers of this node.
@@ -164,8 +193,10 @@ impl Sequencers {
 
     async fn run(&self, key: Key, mut queue: mpsc::Receiver<Request>) {
         let (team, channel) = &key;
-        // `None` until known: (re)read from the store, also after a failed write.
+        // `None` until known: (re)read from the store, also after a failed write and
+        // whenever the lease's epoch changed (another node may have written).
         let mut next_seq: Option<u64> = None;
+        let mut lease: Option<ChannelLease> = None;
         let mut batch: Vec<Request> = Vec::with_capacity(self.config.max_batch);
         loop {
             let first = match tokio::time::timeout(self.config.idle, queue.recv()).await {
@@ -190,26 +221,87 @@ impl Sequencers {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self
-                .write_batch(team, channel, &mut next_seq, &mut batch)
+            let written = match self
+                .current_lease(team, channel, &mut lease, &mut next_seq)
                 .await
             {
-                tracing::warn!(%team, %channel, %error, "message batch not written");
-                next_seq = None;
-                for request in batch.drain(..) {
+                Ok(current) => self.write_batch(&current, &mut next_seq, &mut batch).await,
+                Err(error) => Err(error.into()),
+            };
+            let Err(BatchFailure { error, fenced }) = written else {
+                continue;
+            };
+            tracing::warn!(%team, %channel, %error, "message batch not written");
+            next_seq = None;
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(error.clone()));
+            }
+            if fenced {
+                // Another node sequences the channel now. Refuse what is queued and
+                // stop, so that the next send starts a task that claims anew.
+                lease = None;
+                queue.close();
+                self.channels
+                    .remove_if(&key, |_, sender| sender.is_closed());
+                while let Some(request) = queue.recv().await {
                     let _ = request.reply.send(Err(error.clone()));
                 }
+                break;
+            }
+        }
+        if let Some(lease) = lease
+            && let Err(error) = self.store.release_lease(&lease).await
+        {
+            // It runs out by itself; another node just waits until then.
+            tracing::debug!(%team, %channel, %error, "channel lease not released");
+        }
+    }
+
+    /// The lease to write the next batch under: claimed when there is none, renewed
+    /// when less than half of its ttl is left. Held by another node: `Unavailable`.
+    async fn current_lease(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        lease: &mut Option<ChannelLease>,
+        next_seq: &mut Option<u64>,
+    ) -> Result<ChannelLease, ApiError> {
+        let half_ttl = u64::try_from(self.config.lease_ttl.as_millis() / 2).unwrap_or(u64::MAX);
+        if let Some(current) = lease.as_ref()
+            && current.expires_at_ms.saturating_sub(unix_ms()) > half_ttl
+        {
+            return Ok(current.clone());
+        }
+        let claim = self
+            .store
+            .claim_lease(team, channel, &self.config.holder, self.config.lease_ttl)
+            .await
+            .map_err(store_error)?;
+        match claim {
+            LeaseClaim::Granted(granted) => {
+                if lease.as_ref().is_none_or(|old| old.epoch != granted.epoch) {
+                    *next_seq = None;
+                }
+                *lease = Some(granted.clone());
+                Ok(granted)
+            }
+            LeaseClaim::Held { holder, .. } => {
+                *lease = None;
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("channel {channel} is sequenced by {holder}; retry"),
+                ))
             }
         }
     }
 
     async fn write_batch(
         &self,
-        team: &TeamId,
-        channel: &ChannelId,
+        lease: &ChannelLease,
         next_seq: &mut Option<u64>,
         batch: &mut Vec<Request>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), BatchFailure> {
+        let (team, channel) = (&lease.team, &lease.channel);
         let mut seq = match *next_seq {
             Some(seq) => seq,
             None => {
@@ -261,9 +353,12 @@ impl Sequencers {
         }
         if !fresh.is_empty() {
             self.store
-                .append_messages(&fresh)
+                .append_messages(lease, &fresh)
                 .await
-                .map_err(store_error)?;
+                .map_err(|error| BatchFailure {
+                    fenced: matches!(error, StoreError::Fenced(_)),
+                    error: store_error(error),
+                })?;
             metrics::observe_batch(fresh.len());
             let messages: Vec<Message> = fresh.into_iter().map(|m| m.message).collect();
             self.listener.committed(team, &messages).await;
@@ -291,7 +386,18 @@ pub fn store_error(error: StoreError) -> ApiError {
             tracing::error!(%msg, "store internal error");
             ApiError::new(ErrorCode::Internal, "internal storage error")
         }
+        StoreError::Fenced(msg) => ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the channel moved to another node; retry ({msg})"),
+        ),
     }
+}
+
+/// Now in unix milliseconds, the clock lease expiries are given in.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 mod metrics {

@@ -26,11 +26,16 @@
 //! The crate using the macro needs `tokio` (with `macros` and `rt-multi-thread`) among
 //! its dev-dependencies.
 
-use crate::{BUCKET_SEQS, ChannelRecord, Conflict, NewMessage, Store, StoreError, UserRecord};
+use crate::record::unix_ms_now;
+use crate::{
+    BUCKET_SEQS, ChannelLease, ChannelRecord, Conflict, LeaseClaim, NewMessage, PushSubscription,
+    Store, StoreError, UserRecord,
+};
 use confab_proto::{
     Channel, ChannelId, ChannelKind, Message, MessageId, Team, TeamId, User, UserId,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is a closure or fn
 /// returning a future of a fresh `Arc<dyn Store>` (see the module documentation).
@@ -51,11 +56,22 @@ macro_rules! store_conformance_tests {
             dm_get_or_create_is_idempotent,
             dm_concurrent_get_or_create_yields_one_channel,
             members_both_directions,
+            lease_granted_then_held_for_another_holder,
+            lease_renewal_keeps_epoch_and_extends_expiry,
+            lease_expiry_lets_another_holder_take_over,
+            lease_release_lets_another_holder_claim_at_once,
+            concurrent_lease_claims_grant_exactly_one,
+            append_with_a_superseded_lease_is_fenced,
+            append_outside_the_lease_channel_fails,
             append_messages_and_last_seq,
             history_pages_newest_first_across_buckets,
             messages_after_ascending_across_buckets,
             message_by_client_msg_id,
             read_markers_move_forward_only,
+            push_subscriptions_create_list_delete,
+            push_subscriptions_are_per_team,
+            push_delivery_claimed_once_until_ttl,
+            concurrent_push_delivery_claims_grant_exactly_one,
             team_isolation,
             flush_then_writes_fail,
         );
@@ -190,6 +206,31 @@ fn new_message(team: &TeamId, channel: &ChannelId, user: &UserId, seq: u64) -> N
     }
 }
 
+/// Long enough for any case: leases that must run out use [`SHORT_TTL`].
+const LONG_TTL: Duration = Duration::from_secs(3600);
+/// A lease that runs out within a case; cases sleep [`PAST_SHORT_TTL`] to get past it.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+const PAST_SHORT_TTL: Duration = Duration::from_millis(500);
+
+/// A claim that must be granted.
+fn granted(claim: LeaseClaim) -> ChannelLease {
+    match claim {
+        LeaseClaim::Granted(lease) => lease,
+        held => panic!("expected a granted lease, got {held:?}"),
+    }
+}
+
+/// Claims the channel's lease under a fresh holder name, as a sequencer does before it
+/// appends.
+async fn lease_for(store: &dyn Store, team: &TeamId, channel: &ChannelId) -> ChannelLease {
+    granted(
+        store
+            .claim_lease(team, channel, &unique("node"), LONG_TTL)
+            .await
+            .unwrap(),
+    )
+}
+
 /// Appends `seqs` in calls of `per_call` messages, as a sequencer batching sends would.
 async fn append_seqs(
     store: &dyn Store,
@@ -199,11 +240,12 @@ async fn append_seqs(
     seqs: std::ops::RangeInclusive<u64>,
     per_call: usize,
 ) -> Vec<Message> {
+    let lease = lease_for(store, team, channel).await;
     let all: Vec<NewMessage> = seqs
         .map(|seq| new_message(team, channel, user, seq))
         .collect();
     for chunk in all.chunks(per_call) {
-        store.append_messages(chunk).await.unwrap();
+        store.append_messages(&lease, chunk).await.unwrap();
     }
     all.into_iter().map(|m| m.message).collect()
 }
@@ -608,6 +650,355 @@ pub async fn members_both_directions(store: Arc<dyn Store>) {
     );
 }
 
+// ---- channel leases ----
+
+/// A free channel's lease goes to the first claimant (epoch 1); another holder is told
+/// who has it until when. Leases are per channel and per team.
+pub async fn lease_granted_then_held_for_another_holder(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let t = &team.id;
+    let channel = ChannelId::generate();
+    let before = unix_ms_now();
+    let lease = granted(
+        store
+            .claim_lease(t, &channel, "node-a", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    let after = unix_ms_now();
+    let ttl_ms = u64::try_from(LONG_TTL.as_millis()).unwrap();
+    assert_eq!(
+        (
+            &lease.team,
+            &lease.channel,
+            lease.holder.as_str(),
+            lease.epoch
+        ),
+        (t, &channel, "node-a", 1)
+    );
+    assert!(
+        (before + ttl_ms..=after + ttl_ms).contains(&lease.expires_at_ms),
+        "expiry {} not within [{}, {}]",
+        lease.expires_at_ms,
+        before + ttl_ms,
+        after + ttl_ms
+    );
+
+    assert_eq!(
+        store
+            .claim_lease(t, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+        LeaseClaim::Held {
+            holder: "node-a".into(),
+            expires_at_ms: lease.expires_at_ms,
+        }
+    );
+    // Another channel, and the same channel id in another team, are free.
+    let other = granted(
+        store
+            .claim_lease(t, &ChannelId::generate(), "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(other.epoch, 1);
+    let (stranger, _) = create_team(&*store).await;
+    let foreign = granted(
+        store
+            .claim_lease(&stranger.id, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((foreign.epoch, foreign.team), (1, stranger.id));
+
+    match store.claim_lease(t, &channel, "", LONG_TTL).await {
+        Err(StoreError::Internal(_)) => {}
+        other => panic!("an empty holder name: expected Internal, got {other:?}"),
+    }
+}
+
+/// The holder's own claim renews its lease: same epoch, later expiry, even after the
+/// lease ran out, as long as nobody took it meanwhile.
+pub async fn lease_renewal_keeps_epoch_and_extends_expiry(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let t = &team.id;
+    let channel = ChannelId::generate();
+    let first = granted(
+        store
+            .claim_lease(t, &channel, "node-a", SHORT_TTL)
+            .await
+            .unwrap(),
+    );
+    let renewed = granted(
+        store
+            .claim_lease(t, &channel, "node-a", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(renewed.epoch, first.epoch);
+    assert!(renewed.expires_at_ms > first.expires_at_ms);
+    assert_eq!(
+        store
+            .claim_lease(t, &channel, "node-b", SHORT_TTL)
+            .await
+            .unwrap(),
+        LeaseClaim::Held {
+            holder: "node-a".into(),
+            expires_at_ms: renewed.expires_at_ms,
+        }
+    );
+
+    // Let a short lease run out untouched: its holder renews it, epoch unchanged.
+    let short = granted(
+        store
+            .claim_lease(t, &channel, "node-a", SHORT_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(short.epoch, first.epoch);
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let late = granted(
+        store
+            .claim_lease(t, &channel, "node-a", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(late.epoch, first.epoch);
+    assert!(late.expires_at_ms > short.expires_at_ms);
+}
+
+/// Once a lease has run out, another holder gets it with the next epoch, and the
+/// former holder is then told it is held.
+pub async fn lease_expiry_lets_another_holder_take_over(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let t = &team.id;
+    let channel = ChannelId::generate();
+    let first = granted(
+        store
+            .claim_lease(t, &channel, "node-a", SHORT_TTL)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        store
+            .claim_lease(t, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+        LeaseClaim::Held { .. }
+    ));
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let second = granted(
+        store
+            .claim_lease(t, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(second.epoch, first.epoch + 1);
+    assert_eq!(second.holder, "node-b");
+    assert_eq!(
+        store
+            .claim_lease(t, &channel, "node-a", LONG_TTL)
+            .await
+            .unwrap(),
+        LeaseClaim::Held {
+            holder: "node-b".into(),
+            expires_at_ms: second.expires_at_ms,
+        }
+    );
+}
+
+/// A released lease can be claimed at once, with the next epoch, by anyone (its former
+/// holder too); releasing a lease that is no longer current changes nothing.
+pub async fn lease_release_lets_another_holder_claim_at_once(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let t = &team.id;
+    let channel = ChannelId::generate();
+    let first = granted(
+        store
+            .claim_lease(t, &channel, "node-a", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    store.release_lease(&first).await.unwrap();
+    let second = granted(
+        store
+            .claim_lease(t, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(second.epoch, first.epoch + 1);
+
+    // The stale lease's release is a no-op: node-b keeps the channel.
+    store.release_lease(&first).await.unwrap();
+    assert_eq!(
+        store
+            .claim_lease(t, &channel, "node-c", LONG_TTL)
+            .await
+            .unwrap(),
+        LeaseClaim::Held {
+            holder: "node-b".into(),
+            expires_at_ms: second.expires_at_ms,
+        }
+    );
+
+    // Even its own holder's next claim gets a new epoch, which fences the old one.
+    store.release_lease(&second).await.unwrap();
+    let third = granted(
+        store
+            .claim_lease(t, &channel, "node-b", LONG_TTL)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(third.epoch, second.epoch + 1);
+}
+
+/// Of concurrent claimants of a free lease exactly one gets it; the others are told
+/// it is held by the winner.
+pub async fn concurrent_lease_claims_grant_exactly_one(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let channel = ChannelId::generate();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let (team, channel) = (team.id.clone(), channel.clone());
+            tokio::spawn(async move {
+                store
+                    .claim_lease(&team, &channel, &format!("node-{i}"), LONG_TTL)
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut told = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            LeaseClaim::Granted(lease) => winners.push(lease),
+            LeaseClaim::Held { holder, .. } => told.push(holder),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    let winner = &winners[0];
+    assert_eq!(winner.epoch, 1);
+    assert!(
+        told.iter().all(|holder| *holder == winner.holder),
+        "{told:?}"
+    );
+}
+
+/// An append under a superseded lease fails with `Fenced` and leaves no trace, also
+/// when it comes after the new holder wrote the same seq; the new holder's appends at
+/// those seqs are what reads return.
+pub async fn append_with_a_superseded_lease_is_fenced(store: Arc<dyn Store>) {
+    let (team, owner) = create_team(&*store).await;
+    let (t, me) = (&team.id, &owner.user.id);
+    let channel = create_channel(&*store, t, "chat", false, std::slice::from_ref(me))
+        .await
+        .channel
+        .id;
+    let old = lease_for(&*store, t, &channel).await;
+    let early: Vec<NewMessage> = (1..=2).map(|s| new_message(t, &channel, me, s)).collect();
+    store.append_messages(&old, &early).await.unwrap();
+    store.release_lease(&old).await.unwrap();
+    let new = lease_for(&*store, t, &channel).await;
+    assert_eq!(new.epoch, old.epoch + 1);
+
+    let assert_fenced = |what: &str, result: Result<(), StoreError>| match result {
+        Err(StoreError::Fenced(_)) => {}
+        other => panic!("{what}: expected Fenced, got {other:?}"),
+    };
+    // The old holder, not knowing, appends seq 3 (and 4) before the new one does...
+    let zombie: Vec<NewMessage> = (3..=4).map(|s| new_message(t, &channel, me, s)).collect();
+    assert_fenced(
+        "append before the new holder",
+        store.append_messages(&old, &zombie).await,
+    );
+    assert_eq!(store.last_seq(t, &channel).await.unwrap(), 2);
+    assert_eq!(
+        seqs_of(&store.history(t, &channel, None, 10).await.unwrap()),
+        vec![2, 1]
+    );
+    assert_eq!(
+        seqs_of(&store.messages_after(t, &channel, 0, 10).await.unwrap()),
+        vec![1, 2]
+    );
+
+    // ...the new holder appends seq 3...
+    let third = new_message(t, &channel, me, 3);
+    store
+        .append_messages(&new, std::slice::from_ref(&third))
+        .await
+        .unwrap();
+    // ...and the old holder tries seq 3 again, afterwards.
+    let late_zombie = new_message(t, &channel, me, 3);
+    assert_fenced(
+        "append after the new holder",
+        store
+            .append_messages(&old, std::slice::from_ref(&late_zombie))
+            .await,
+    );
+
+    assert_eq!(store.last_seq(t, &channel).await.unwrap(), 3);
+    let mut expected: Vec<Message> = early.into_iter().map(|m| m.message).collect();
+    expected.push(third.message.clone());
+    assert_eq!(
+        store.messages_after(t, &channel, 0, 10).await.unwrap(),
+        expected
+    );
+    expected.reverse();
+    assert_eq!(
+        store.history(t, &channel, None, 10).await.unwrap(),
+        expected
+    );
+    assert_eq!(
+        store
+            .message_by_client_msg_id(t, &channel, &third.message.client_msg_id)
+            .await
+            .unwrap(),
+        Some(third.message)
+    );
+    for lost in zombie.iter().chain([&late_zombie]) {
+        assert_eq!(
+            store
+                .message_by_client_msg_id(t, &channel, &lost.message.client_msg_id)
+                .await
+                .unwrap(),
+            None,
+            "fenced message {} must not be found",
+            lost.message.seq
+        );
+    }
+}
+
+/// A lease fences one channel: messages of another channel (or team) are refused, and
+/// nothing of the call is written.
+pub async fn append_outside_the_lease_channel_fails(store: Arc<dyn Store>) {
+    let (team, owner) = create_team(&*store).await;
+    let (t, me) = (&team.id, &owner.user.id);
+    let (stranger, _) = create_team(&*store).await;
+    let channel = ChannelId::generate();
+    let other = ChannelId::generate();
+    let lease = lease_for(&*store, t, &channel).await;
+    lease_for(&*store, t, &other).await;
+    let refused = [
+        vec![new_message(t, &other, me, 1)],
+        vec![
+            new_message(t, &channel, me, 1),
+            new_message(t, &other, me, 1),
+        ],
+        vec![new_message(&stranger.id, &channel, me, 1)],
+    ];
+    for messages in refused {
+        match store.append_messages(&lease, &messages).await {
+            Err(StoreError::Internal(_)) => {}
+            other => panic!("expected Internal, got {other:?}"),
+        }
+    }
+    assert_eq!(store.last_seq(t, &channel).await.unwrap(), 0);
+    assert_eq!(store.last_seq(t, &other).await.unwrap(), 0);
+    assert_eq!(store.last_seq(&stranger.id, &channel).await.unwrap(), 0);
+    assert_eq!(store.history(t, &other, None, 10).await.unwrap(), vec![]);
+}
+
 // ---- messages ----
 
 /// Appended messages round-trip field for field, and `last_seq` follows them.
@@ -623,18 +1014,19 @@ pub async fn append_messages_and_last_seq(store: Arc<dyn Store>) {
         .channel
         .id;
     assert_eq!(store.last_seq(t, &channel).await.unwrap(), 0);
-    store.append_messages(&[]).await.unwrap();
+    let lease = lease_for(&*store, t, &channel).await;
+    store.append_messages(&lease, &[]).await.unwrap();
 
     let mut batch: Vec<NewMessage> = (1..=3).map(|s| new_message(t, &channel, me, s)).collect();
     batch[1].message.thread_ts = Some(batch[0].message.ts.clone());
     batch[2].message.edited_ts = Some("1700000100.000001".into());
     batch[2].message.deleted = true;
     batch[2].message.text = "ünïcødé \u{1F600} \0 text".into();
-    store.append_messages(&batch).await.unwrap();
+    store.append_messages(&lease, &batch).await.unwrap();
     assert_eq!(store.last_seq(t, &channel).await.unwrap(), 3);
     let fourth = new_message(t, &channel, me, 4);
     store
-        .append_messages(std::slice::from_ref(&fourth))
+        .append_messages(&lease, std::slice::from_ref(&fourth))
         .await
         .unwrap();
     assert_eq!(store.last_seq(t, &channel).await.unwrap(), 4);
@@ -835,6 +1227,166 @@ pub async fn read_markers_move_forward_only(store: Arc<dyn Store>) {
     assert_eq!(store.read_markers(t, &other).await.unwrap(), vec![(two, 1)]);
 }
 
+// ---- push subscriptions ----
+
+fn new_push_subscription(team: &TeamId, user: &UserId, id: &str) -> PushSubscription {
+    PushSubscription {
+        team: team.clone(),
+        user: user.clone(),
+        id: id.into(),
+        url: format!("https://push.example.com/{}", unique(id)),
+        created_ts: "1700000000.000001".into(),
+    }
+}
+
+/// A user's subscriptions are listed by id; one of an existing id replaces it; a
+/// delete says whether there was something to delete.
+pub async fn push_subscriptions_create_list_delete(store: Arc<dyn Store>) {
+    let (team, owner) = create_team(&*store).await;
+    let (t, me) = (&team.id, &owner.user.id);
+    let other = create_user(&*store, t, "other").await.user.id;
+    assert_eq!(store.push_subscriptions(t, me).await.unwrap(), vec![]);
+
+    let c = new_push_subscription(t, me, "sub-c");
+    let a = new_push_subscription(t, me, "sub-a");
+    let b = new_push_subscription(t, me, "sub-b");
+    for sub in [&c, &a, &b] {
+        store.create_push_subscription(sub).await.unwrap();
+    }
+    let theirs = new_push_subscription(t, &other, "sub-a");
+    store.create_push_subscription(&theirs).await.unwrap();
+    assert_eq!(
+        store.push_subscriptions(t, me).await.unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+
+    let mut moved = a.clone();
+    moved.url = "https://push.example.com/moved".into();
+    moved.created_ts = "1700000100.000002".into();
+    store.create_push_subscription(&moved).await.unwrap();
+    assert_eq!(
+        store.push_subscriptions(t, me).await.unwrap(),
+        vec![moved.clone(), b.clone(), c.clone()]
+    );
+
+    assert!(
+        store
+            .delete_push_subscription(t, me, "sub-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_push_subscription(t, me, "sub-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_push_subscription(t, me, "never")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.push_subscriptions(t, me).await.unwrap(),
+        vec![moved, c]
+    );
+    assert_eq!(
+        store.push_subscriptions(t, &other).await.unwrap(),
+        vec![theirs]
+    );
+}
+
+/// Another team can neither list nor delete a team's subscriptions, even when it uses
+/// the same user and subscription ids.
+pub async fn push_subscriptions_are_per_team(store: Arc<dyn Store>) {
+    let (team, owner) = create_team(&*store).await;
+    let (t, me) = (&team.id, &owner.user.id);
+    let (stranger, _) = create_team(&*store).await;
+    let s = &stranger.id;
+    let mine = new_push_subscription(t, me, "sub-1");
+    store.create_push_subscription(&mine).await.unwrap();
+
+    assert_eq!(store.push_subscriptions(s, me).await.unwrap(), vec![]);
+    assert!(
+        !store
+            .delete_push_subscription(s, me, "sub-1")
+            .await
+            .unwrap()
+    );
+    let theirs = new_push_subscription(s, me, "sub-1");
+    store.create_push_subscription(&theirs).await.unwrap();
+    assert!(
+        store
+            .delete_push_subscription(s, me, "sub-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.push_subscriptions(s, me).await.unwrap(), vec![]);
+    assert_eq!(store.push_subscriptions(t, me).await.unwrap(), vec![mine]);
+}
+
+/// A delivery key is granted once while its claim lasts, per team; after the ttl it
+/// can be claimed again, and claiming expired keys never releases a live claim.
+pub async fn push_delivery_claimed_once_until_ttl(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let (stranger, _) = create_team(&*store).await;
+    let t = &team.id;
+    let key = unique("M1:sub-1");
+    assert!(store.claim_push_delivery(t, &key, LONG_TTL).await.unwrap());
+    assert!(!store.claim_push_delivery(t, &key, LONG_TTL).await.unwrap());
+    assert!(
+        store
+            .claim_push_delivery(&stranger.id, &key, LONG_TTL)
+            .await
+            .unwrap(),
+        "claims are per team"
+    );
+
+    // Some drivers count ttls in whole seconds: one second, then wait two.
+    let second = Duration::from_secs(1);
+    let (first, next) = (unique("M2:sub-1"), unique("M3:sub-1"));
+    assert!(store.claim_push_delivery(t, &first, second).await.unwrap());
+    assert!(store.claim_push_delivery(t, &next, second).await.unwrap());
+    assert!(!store.claim_push_delivery(t, &first, second).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        store
+            .claim_push_delivery(t, &first, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_push_delivery(t, &next, LONG_TTL).await.unwrap());
+    assert!(
+        !store
+            .claim_push_delivery(t, &first, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(!store.claim_push_delivery(t, &next, LONG_TTL).await.unwrap());
+    assert!(!store.claim_push_delivery(t, &key, LONG_TTL).await.unwrap());
+}
+
+/// Of concurrent claims of one delivery exactly one is granted.
+pub async fn concurrent_push_delivery_claims_grant_exactly_one(store: Arc<dyn Store>) {
+    let (team, _) = create_team(&*store).await;
+    let key = unique("M1:sub-1");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let (team, key) = (team.id.clone(), key.clone());
+            tokio::spawn(async move { store.claim_push_delivery(&team, &key, LONG_TTL).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 1);
+}
+
 // ---- isolation ----
 
 /// Every query made with another team's id finds nothing of this team, and writes made
@@ -888,7 +1440,12 @@ pub async fn team_isolation(store: Arc<dyn Store>) {
     store.remove_member(s, id, me).await.unwrap();
     let mut foreign = new_message(s, id, &stranger_id, 4);
     foreign.message.client_msg_id = written[0].client_msg_id.clone();
-    store.append_messages(&[foreign]).await.unwrap();
+    let foreign_lease = lease_for(&*store, s, id).await;
+    assert_eq!(foreign_lease.epoch, 1, "leases are per team");
+    store
+        .append_messages(&foreign_lease, &[foreign])
+        .await
+        .unwrap();
     store.mark_read(s, me, id, 9).await.unwrap();
 
     assert!(!store.is_member(t, id, &stranger_id).await.unwrap());
@@ -923,8 +1480,19 @@ pub async fn flush_then_writes_fail(store: Arc<dyn Store>) {
         .await
         .channel
         .id;
-    append_seqs(&*store, t, &channel, me, 1..=2, 2).await;
+    let lease = lease_for(&*store, t, &channel).await;
+    store
+        .append_messages(
+            &lease,
+            &[
+                new_message(t, &channel, me, 1),
+                new_message(t, &channel, me, 2),
+            ],
+        )
+        .await
+        .unwrap();
     store.flush().await.unwrap();
+    assert_eq!(store.last_seq(t, &channel).await.unwrap(), 2);
 
     let unavailable = |what: &str, result: Result<(), StoreError>| match result {
         Err(StoreError::Unavailable(_)) => {}
@@ -934,8 +1502,29 @@ pub async fn flush_then_writes_fail(store: Arc<dyn Store>) {
     unavailable(
         "append_messages",
         store
-            .append_messages(&[new_message(t, &channel, me, 3)])
+            .append_messages(&lease, &[new_message(t, &channel, me, 3)])
             .await,
+    );
+    unavailable(
+        "claim_lease",
+        store
+            .claim_lease(t, &channel, &lease.holder, LONG_TTL)
+            .await
+            .map(drop),
+    );
+    unavailable("release_lease", store.release_lease(&lease).await);
+    unavailable(
+        "create_push_subscription",
+        store
+            .create_push_subscription(&new_push_subscription(t, me, "late"))
+            .await,
+    );
+    unavailable(
+        "claim_push_delivery",
+        store
+            .claim_push_delivery(t, "late", LONG_TTL)
+            .await
+            .map(drop),
     );
     unavailable(
         "add_members",

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! One keyspace per query, mirroring the Cassandra tables of DESIGN.md §3; every key
-//! starts with the team id (`fjall_store/key.rs` has the byte encoding). Values are JSON
+//! starts with the team id, except the domain lookup and the time-ordered index of push
+//! delivery claims (`fjall_store/key.rs` has the byte encoding). Values are JSON
 //! records, ids, or big-endian integers.
 //!
 //! # Writes: one committer, group commit
@@ -16,9 +17,17 @@
 //! behind each other's.
 //!
 //! Being the only writer also makes the committer the serialization point for
-//! check-then-write: uniqueness of domains, emails, channel names and DM keys, and the
-//! forward-only read marker, are decided there against the live state, including ops
-//! earlier in the same group, so callers need no lock of their own.
+//! check-then-write: uniqueness of domains, emails, channel names and DM keys, channel
+//! lease claims, the lease epoch an append is fenced by, the forward-only read marker,
+//! push delivery claims and whether a deleted subscription existed, are decided there
+//! against the live state, including ops earlier in the same group, so callers need no
+//! lock of their own. Expired delivery claims are swept there too, a few per claim.
+//!
+//! # Leases
+//!
+//! A data directory has one owner process at a time, so a lease still held when the
+//! store opens belongs to a process that is gone (it crashed): opening releases them,
+//! keeping their epochs, and a restarted node takes its channels back at once.
 //!
 //! # Reads: only what is durable
 //!
@@ -36,7 +45,11 @@
 
 mod key;
 
-use crate::{ChannelRecord, Conflict, NewMessage, Store, StoreError, UserRecord};
+use crate::record::{check_holder, check_in_lease, fenced, lease_expiry, unix_ms_now};
+use crate::{
+    ChannelLease, ChannelRecord, Conflict, LeaseClaim, NewMessage, PushSubscription, Store,
+    StoreError, UserRecord,
+};
 use async_trait::async_trait;
 use confab_proto::{ChannelId, Message, Team, TeamId, UserId};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Slice, Snapshot};
@@ -45,6 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most write requests one group commits before it syncs, so that the first caller of a
@@ -113,9 +127,13 @@ struct Keyspaces {
     dm_keys: Keyspace,
     channel_members: Keyspace,
     member_channels: Keyspace,
+    channel_leases: Keyspace,
     messages: Keyspace,
     message_dedup: Keyspace,
     read_state: Keyspace,
+    push_subscriptions: Keyspace,
+    push_deliveries: Keyspace,
+    push_delivery_expiry: Keyspace,
 }
 
 /// Names a keyspace inside a [`WriteOp`], which is built before it reaches the thread
@@ -132,9 +150,13 @@ enum Ks {
     DmKeys,
     ChannelMembers,
     MemberChannels,
+    ChannelLeases,
     Messages,
     MessageDedup,
     ReadState,
+    PushSubscriptions,
+    PushDeliveries,
+    PushDeliveryExpiry,
 }
 
 impl Keyspaces {
@@ -151,9 +173,13 @@ impl Keyspaces {
             dm_keys: open("dm_keys")?,
             channel_members: open("channel_members")?,
             member_channels: open("member_channels")?,
+            channel_leases: open("channel_leases")?,
             messages: open("messages")?,
             message_dedup: open("message_dedup")?,
             read_state: open("read_state")?,
+            push_subscriptions: open("push_subscriptions")?,
+            push_deliveries: open("push_deliveries")?,
+            push_delivery_expiry: open("push_delivery_expiry")?,
         })
     }
 
@@ -169,9 +195,13 @@ impl Keyspaces {
             Ks::DmKeys => &self.dm_keys,
             Ks::ChannelMembers => &self.channel_members,
             Ks::MemberChannels => &self.member_channels,
+            Ks::ChannelLeases => &self.channel_leases,
             Ks::Messages => &self.messages,
             Ks::MessageDedup => &self.message_dedup,
             Ks::ReadState => &self.read_state,
+            Ks::PushSubscriptions => &self.push_subscriptions,
+            Ks::PushDeliveries => &self.push_deliveries,
+            Ks::PushDeliveryExpiry => &self.push_delivery_expiry,
         }
     }
 }
@@ -202,8 +232,39 @@ enum WriteOp {
         dm_key: Vec<u8>,
         rows: Vec<Mutation>,
     },
+    /// A lease claim, decided against the channel's current lease (`key`). The expiry
+    /// is counted from when the committer decides, not from when the caller asked.
+    ClaimLease {
+        team: TeamId,
+        channel: ChannelId,
+        key: Vec<u8>,
+        holder: String,
+        ttl: Duration,
+    },
+    /// Ends the lease at `key` if it still is `holder`'s at `epoch`.
+    ReleaseLease {
+        key: Vec<u8>,
+        holder: String,
+        epoch: u64,
+    },
+    /// Message rows, written only if the channel's lease (at `lease_key`) is still at
+    /// the epoch of `lease`; otherwise `Fenced`, and nothing written.
+    Append {
+        lease: ChannelLease,
+        lease_key: Vec<u8>,
+        rows: Vec<Mutation>,
+    },
     /// A read marker, written only if it moves forward.
     MarkRead { key: Vec<u8>, seq: u64 },
+    /// Removes a row; answers whether it was there.
+    DeleteExisting { ks: Ks, key: Vec<u8> },
+    /// A push delivery claim of `delivery` in `team`, granted unless an earlier claim
+    /// of it is still live; the expiry is counted from when the committer decides.
+    ClaimDelivery {
+        team: TeamId,
+        delivery: String,
+        ttl: Duration,
+    },
 }
 
 /// What a successful write request produced.
@@ -211,6 +272,21 @@ enum Outcome {
     Written,
     /// `PutDm` found this channel (its JSON record) already there.
     ExistingDm(Slice),
+    /// How `ClaimLease` was decided.
+    Claimed(LeaseClaim),
+    /// A yes or no decided against the live state: whether the row was there
+    /// (`DeleteExisting`), whether the claim was granted (`ClaimDelivery`).
+    Answer(bool),
+}
+
+/// A channel's lease as stored in `channel_leases`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LeaseRow {
+    /// `None` once released: whoever claims next gets the next epoch, even the holder
+    /// that released it, so that appends under the released lease stay fenced.
+    holder: Option<String>,
+    epoch: u64,
+    expires_at_ms: u64,
 }
 
 enum Command {
@@ -270,6 +346,7 @@ impl FjallStore {
 
     fn start(dir: PathBuf, db: Database, sync: SyncPolicy) -> Result<FjallStore, StoreError> {
         let ks = Keyspaces::open(&db).map_err(engine_error)?;
+        release_leases_of_earlier_processes(&db, &ks)?;
         // Whatever recovery found was on disk already, so it is durable.
         let durable = RwLock::new(Arc::new(db.snapshot()));
         let shared = Arc::new(Shared {
@@ -523,6 +600,9 @@ impl Store for FjallStore {
         match self.submit(op).await? {
             Outcome::Written => Ok(channel.clone()),
             Outcome::ExistingDm(record) => decode(&record),
+            Outcome::Claimed(_) | Outcome::Answer(_) => Err(StoreError::Internal(
+                "DM creation answered with something else".into(),
+            )),
         }
     }
 
@@ -616,12 +696,57 @@ impl Store for FjallStore {
         self.submit(WriteOp::Put(rows)).await.map(drop)
     }
 
+    // ---- channel leases ----
+
+    async fn claim_lease(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, StoreError> {
+        check_holder(holder)?;
+        let key = key::lease(team, channel);
+        check_key(&key)?;
+        let op = WriteOp::ClaimLease {
+            team: team.clone(),
+            channel: channel.clone(),
+            key,
+            holder: holder.to_owned(),
+            ttl,
+        };
+        match self.submit(op).await? {
+            Outcome::Claimed(claim) => Ok(claim),
+            _ => Err(StoreError::Internal(
+                "lease claim answered without a claim".into(),
+            )),
+        }
+    }
+
+    async fn release_lease(&self, lease: &ChannelLease) -> Result<(), StoreError> {
+        let key = key::lease(&lease.team, &lease.channel);
+        check_key(&key)?;
+        let op = WriteOp::ReleaseLease {
+            key,
+            holder: lease.holder.clone(),
+            epoch: lease.epoch,
+        };
+        self.submit(op).await.map(drop)
+    }
+
     // ---- messages ----
 
-    async fn append_messages(&self, messages: &[NewMessage]) -> Result<(), StoreError> {
+    async fn append_messages(
+        &self,
+        lease: &ChannelLease,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
+        check_in_lease(lease, messages)?;
         if messages.is_empty() {
             return Ok(());
         }
+        let lease_key = key::lease(&lease.team, &lease.channel);
+        check_key(&lease_key)?;
         let mut rows = Vec::with_capacity(2 * messages.len());
         for NewMessage { team, message } in messages {
             let channel = &message.channel;
@@ -636,7 +761,12 @@ impl Store for FjallStore {
                 message.seq.to_be_bytes().to_vec(),
             )?);
         }
-        self.submit(WriteOp::Put(rows)).await.map(drop)
+        let op = WriteOp::Append {
+            lease: lease.clone(),
+            lease_key,
+            rows,
+        };
+        self.submit(op).await.map(drop)
     }
 
     async fn last_seq(&self, team: &TeamId, channel: &ChannelId) -> Result<u64, StoreError> {
@@ -738,6 +868,58 @@ impl Store for FjallStore {
         .await
     }
 
+    // ---- push subscriptions ----
+
+    async fn create_push_subscription(&self, sub: &PushSubscription) -> Result<(), StoreError> {
+        let key = key::push_subscription(&sub.team, &sub.user, &sub.id);
+        let row = put(Ks::PushSubscriptions, key, json(sub)?)?;
+        self.submit(WriteOp::Put(vec![row])).await.map(drop)
+    }
+
+    async fn push_subscriptions(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+    ) -> Result<Vec<PushSubscription>, StoreError> {
+        let prefix = key::pair_prefix(team, user.as_str());
+        self.read(move |snap, ks| {
+            snap.prefix(&ks.push_subscriptions, &prefix)
+                .map(|row| decode(&row.value().map_err(engine_error)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = key::push_subscription(team, user, id);
+        check_key(&key)?;
+        let op = WriteOp::DeleteExisting {
+            ks: Ks::PushSubscriptions,
+            key,
+        };
+        answer(self.submit(op).await?)
+    }
+
+    async fn claim_push_delivery(
+        &self,
+        team: &TeamId,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        check_key(&key::push_delivery(team, key))?;
+        let op = WriteOp::ClaimDelivery {
+            team: team.clone(),
+            delivery: key.to_owned(),
+            ttl,
+        };
+        answer(self.submit(op).await?)
+    }
+
     // ---- lifecycle ----
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -758,6 +940,30 @@ impl Store for FjallStore {
             .map_err(|e| StoreError::Internal(format!("store flush task failed: {e}")))?
             .map_err(engine_error)
     }
+}
+
+/// Releases every lease still held, keeping its epoch. The directory has one owner
+/// process at a time (fjall's lock), so such a lease belongs to a process that is gone:
+/// a restarted node sequences its channels at once instead of waiting for the leases
+/// of its previous life to run out, and appends under them stay fenced.
+fn release_leases_of_earlier_processes(db: &Database, ks: &Keyspaces) -> Result<(), StoreError> {
+    let mut batch = db.batch().durability(None);
+    let mut released = 0usize;
+    for row in ks.channel_leases.iter() {
+        let (key, value) = row.into_inner().map_err(engine_error)?;
+        let mut lease: LeaseRow = decode(&value)?;
+        if lease.holder.take().is_some() {
+            lease.expires_at_ms = 0;
+            batch.insert(&ks.channel_leases, key, json(&lease)?);
+            released += 1;
+        }
+    }
+    if released > 0 {
+        batch.commit().map_err(engine_error)?;
+        db.persist(PersistMode::SyncData).map_err(engine_error)?;
+        tracing::info!(released, "released channel leases of an earlier process");
+    }
+    Ok(())
 }
 
 // ---- the committer ----
@@ -902,6 +1108,80 @@ fn apply(shared: &Shared, op: WriteOp, committed: &mut usize) -> Result<Outcome,
             }
             (rows, Outcome::Written)
         }
+        WriteOp::ClaimLease {
+            team,
+            channel,
+            key,
+            holder,
+            ttl,
+        } => {
+            let now = unix_ms_now();
+            let current = lease_row(ks, &key)?;
+            let epoch = match &current {
+                Some(row) if row.holder.as_deref() == Some(holder.as_str()) => row.epoch,
+                Some(LeaseRow {
+                    holder: Some(other),
+                    expires_at_ms,
+                    ..
+                }) if *expires_at_ms >= now => {
+                    return Ok(Outcome::Claimed(LeaseClaim::Held {
+                        holder: other.clone(),
+                        expires_at_ms: *expires_at_ms,
+                    }));
+                }
+                Some(row) => row.epoch + 1,
+                None => 1,
+            };
+            let expires_at_ms = lease_expiry(now, ttl);
+            let row = LeaseRow {
+                holder: Some(holder.clone()),
+                epoch,
+                expires_at_ms,
+            };
+            let lease = ChannelLease {
+                team,
+                channel,
+                holder,
+                epoch,
+                expires_at_ms,
+            };
+            (
+                vec![Mutation {
+                    ks: Ks::ChannelLeases,
+                    key,
+                    value: Some(json(&row)?),
+                }],
+                Outcome::Claimed(LeaseClaim::Granted(lease)),
+            )
+        }
+        WriteOp::ReleaseLease { key, holder, epoch } => {
+            match lease_row(ks, &key)? {
+                Some(row) if row.epoch == epoch && row.holder.as_deref() == Some(&holder) => {}
+                _ => return Ok(Outcome::Written),
+            }
+            let row = LeaseRow {
+                holder: None,
+                epoch,
+                expires_at_ms: 0,
+            };
+            let row = Mutation {
+                ks: Ks::ChannelLeases,
+                key,
+                value: Some(json(&row)?),
+            };
+            (vec![row], Outcome::Written)
+        }
+        WriteOp::Append {
+            lease,
+            lease_key,
+            rows,
+        } => {
+            let current = lease_row(ks, &lease_key)?.map_or(0, |row| row.epoch);
+            if current != lease.epoch {
+                return Err(fenced(&lease, current));
+            }
+            (rows, Outcome::Written)
+        }
         WriteOp::MarkRead { key, seq } => {
             if let Some(current) = ks.read_state.get(&key).map_err(engine_error)?
                 && be_u64(&current)? >= seq
@@ -914,6 +1194,44 @@ fn apply(shared: &Shared, op: WriteOp, committed: &mut usize) -> Result<Outcome,
                 value: Some(seq.to_be_bytes().to_vec()),
             };
             (vec![row], Outcome::Written)
+        }
+        WriteOp::DeleteExisting { ks: target, key } => {
+            if !ks.get(target).contains_key(&key).map_err(engine_error)? {
+                return Ok(Outcome::Answer(false));
+            }
+            let row = Mutation {
+                ks: target,
+                key,
+                value: None,
+            };
+            (vec![row], Outcome::Answer(true))
+        }
+        WriteOp::ClaimDelivery {
+            team,
+            delivery,
+            ttl,
+        } => {
+            let now = unix_ms_now();
+            let key = key::push_delivery(&team, &delivery);
+            if let Some(until) = ks.push_deliveries.get(&key).map_err(engine_error)?
+                && be_u64(&until)? >= now
+            {
+                return Ok(Outcome::Answer(false));
+            }
+            let expires_at_ms = lease_expiry(now, ttl);
+            // Sweeping first, so that its removals never follow this claim's rows.
+            let mut rows = sweep_deliveries(ks, now, &key)?;
+            rows.push(Mutation {
+                ks: Ks::PushDeliveries,
+                key,
+                value: Some(expires_at_ms.to_be_bytes().to_vec()),
+            });
+            rows.push(Mutation {
+                ks: Ks::PushDeliveryExpiry,
+                key: key::push_delivery_expiry(expires_at_ms, &team, &delivery),
+                value: Some(Vec::new()),
+            });
+            (rows, Outcome::Answer(true))
         }
     };
 
@@ -934,6 +1252,69 @@ fn apply(shared: &Shared, op: WriteOp, committed: &mut usize) -> Result<Outcome,
     batch.commit().map_err(engine_error)?;
     *committed += 1;
     Ok(outcome)
+}
+
+/// The channel's lease as the committer sees it (live state, not the durable snapshot).
+fn lease_row(ks: &Keyspaces, key: &[u8]) -> Result<Option<LeaseRow>, StoreError> {
+    ks.channel_leases
+        .get(key)
+        .map_err(engine_error)?
+        .map(|value| decode(&value))
+        .transpose()
+}
+
+/// Expired delivery claims removed along with each granted claim. More than the one
+/// claim each adds, so the expired backlog shrinks whenever claims keep coming, while
+/// no single claim pays for a long sweep.
+const SWEEP_PER_CLAIM: usize = 4;
+
+/// Removals of up to [`SWEEP_PER_CLAIM`] delivery claims that expired before `now`,
+/// oldest first, found through `push_delivery_expiry`. A claim renewed since its index
+/// entry was written keeps its row (only the stale entry goes), and so does `claiming`,
+/// which the caller is about to rewrite.
+fn sweep_deliveries(
+    ks: &Keyspaces,
+    now: u64,
+    claiming: &[u8],
+) -> Result<Vec<Mutation>, StoreError> {
+    let mut rows = Vec::new();
+    let expired = ks
+        .push_delivery_expiry
+        .range(..key::push_delivery_expiry_prefix(now))
+        .take(SWEEP_PER_CLAIM);
+    for entry in expired {
+        let entry = entry.key().map_err(engine_error)?;
+        let (expires_at_ms, team, delivery) =
+            key::push_delivery_expiry_parts(&entry).ok_or_else(|| corrupt("delivery index key"))?;
+        let claim = key::push_delivery(&team, &delivery);
+        let current = ks.push_deliveries.get(&claim).map_err(engine_error)?;
+        if claim != claiming
+            && let Some(current) = current
+            && be_u64(&current)? == expires_at_ms
+        {
+            rows.push(Mutation {
+                ks: Ks::PushDeliveries,
+                key: claim,
+                value: None,
+            });
+        }
+        rows.push(Mutation {
+            ks: Ks::PushDeliveryExpiry,
+            key: entry.to_vec(),
+            value: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// The yes or no of a `DeleteExisting` or `ClaimDelivery`.
+fn answer(outcome: Outcome) -> Result<bool, StoreError> {
+    match outcome {
+        Outcome::Answer(answer) => Ok(answer),
+        _ => Err(StoreError::Internal(
+            "a yes/no write answered with something else".into(),
+        )),
+    }
 }
 
 // ---- row builders (caller side) ----
@@ -1085,5 +1466,61 @@ fn engine_error(e: fjall::Error) -> StoreError {
         | fjall::Error::Decompress(_)
         | fjall::Error::Unrecoverable => StoreError::Internal(e.to_string()),
         e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expired delivery claims do not pile up: later claims sweep them, a few each,
+    /// and never a live one.
+    #[tokio::test]
+    async fn expired_delivery_claims_are_swept_by_later_claims() {
+        let store = FjallStore::open_temporary(SyncPolicy::Os).unwrap();
+        let team = TeamId::generate();
+        for i in 0..10 {
+            let key = format!("expiring-{i}");
+            assert!(
+                store
+                    .claim_push_delivery(&team, &key, Duration::from_millis(1))
+                    .await
+                    .unwrap()
+            );
+        }
+        let rows = |ks: &Keyspace| ks.iter().count();
+        let ks = &store.shared.ks;
+        assert_eq!(
+            (rows(&ks.push_deliveries), rows(&ks.push_delivery_expiry)),
+            (10, 10)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Re-claiming an expired key sweeps its own stale index entry, not its new row.
+        assert!(
+            store
+                .claim_push_delivery(&team, "expiring-0", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        for i in 0..2 {
+            let key = format!("live-{i}");
+            assert!(
+                store
+                    .claim_push_delivery(&team, &key, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+        }
+        // 3 claims × SWEEP_PER_CLAIM ≥ 10 expired entries: only the 3 live claims stay.
+        assert_eq!(
+            (rows(&ks.push_deliveries), rows(&ks.push_delivery_expiry)),
+            (3, 3)
+        );
+        assert!(
+            !store
+                .claim_push_delivery(&team, "expiring-0", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
     }
 }

@@ -12,11 +12,15 @@ mod record;
 pub mod scylla_store;
 
 pub use fjall_store::{CommitStats, FjallStore, FjallStoreOptions, SyncPolicy};
-pub use record::{BUCKET_SEQS, ChannelRecord, NewMessage, UserRecord, bucket_of};
+pub use record::{
+    BUCKET_SEQS, ChannelLease, ChannelRecord, LeaseClaim, NewMessage, PushSubscription, UserRecord,
+    bucket_of,
+};
 pub use scylla_store::{ScyllaStore, ScyllaStoreOptions};
 
 use async_trait::async_trait;
 use confab_proto::{ChannelId, Message, Team, TeamId, UserId};
+use std::time::Duration;
 
 /// Which engine holds the data. Chosen explicitly in configuration, never sniffed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +55,9 @@ pub enum StoreError {
     /// Stored data could not be decoded, or another bug.
     #[error("store internal error: {0}")]
     Internal(String),
+    /// The writer's channel lease was taken over; nothing was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Which uniqueness rule a write ran into.
@@ -175,12 +182,47 @@ pub trait Store: Send + Sync + 'static {
         user: &UserId,
     ) -> Result<(), StoreError>;
 
+    // ---- channel leases ----
+
+    /// Claims the right to sequence the channel for `ttl` from now, or renews it. At
+    /// most one holder has a live lease of a channel at a time; concurrent claimants of
+    /// a free lease get one `Granted` and the others `Held`.
+    ///
+    /// - No lease yet, or an expired one (`expires_at_ms` < now) of another holder (or a
+    ///   released one): `Granted` with the previous epoch + 1 (1 for the first).
+    /// - The caller's own lease, live or expired but not taken over: a renewal,
+    ///   `Granted` with the same epoch and the new expiry.
+    /// - Another holder's live lease: `Held`, and nothing is written.
+    ///
+    /// `holder` must be non-empty and unique to one process (and one store handle): two
+    /// processes using one name would renew each other's lease.
+    async fn claim_lease(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, StoreError>;
+
+    /// Gives the lease up, so that another holder can claim it at once (with the next
+    /// epoch, which also fences this lease's appends). A no-op when `lease` (its holder
+    /// and epoch) is no longer the channel's current lease.
+    async fn release_lease(&self, lease: &ChannelLease) -> Result<(), StoreError>;
+
     // ---- messages ----
 
-    /// Writes messages (with their `client_msg_id` dedup rows) atomically and durably:
-    /// when this returns `Ok`, all of them survive a crash; on `Err`, none is visible.
-    /// The caller (the channel's single sequencer) assigns dense `seq`s.
-    async fn append_messages(&self, messages: &[NewMessage]) -> Result<(), StoreError>;
+    /// Writes messages (with their `client_msg_id` dedup rows) atomically and durably,
+    /// under `lease`: when this returns `Ok`, all of them survive a crash; on `Err`,
+    /// none is visible. The caller (the channel's single sequencer) assigns dense
+    /// `seq`s. Every message must belong to the lease's team and channel (`Internal`
+    /// otherwise). Fails with `Fenced`, writing nothing visible, when the lease's epoch
+    /// is no longer the channel's current one. Expiry is not checked here: the epoch is
+    /// the fencing token, and the holder renews before its lease runs out.
+    async fn append_messages(
+        &self,
+        lease: &ChannelLease,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError>;
 
     /// The highest `seq` stored in the channel, 0 when empty.
     async fn last_seq(&self, team: &TeamId, channel: &ChannelId) -> Result<u64, StoreError>;
@@ -228,6 +270,39 @@ pub trait Store: Send + Sync + 'static {
         team: &TeamId,
         user: &UserId,
     ) -> Result<Vec<(ChannelId, u64)>, StoreError>;
+
+    // ---- push subscriptions ----
+
+    /// Registers a push subscription of `sub.user`; one of the same id replaces it.
+    async fn create_push_subscription(&self, sub: &PushSubscription) -> Result<(), StoreError>;
+
+    /// The user's push subscriptions, by id.
+    async fn push_subscriptions(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+    ) -> Result<Vec<PushSubscription>, StoreError>;
+
+    /// Removes one of the user's push subscriptions; returns whether it existed. (Two
+    /// concurrent deletes of one subscription may both answer `true`.)
+    async fn delete_push_subscription(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims the one delivery of a push notification, named by `key` (say, message
+    /// and subscription ids) within the team: `true` for the first claim, `false` for
+    /// every other while that claim lasts (`ttl`; drivers may round it up to a whole
+    /// second), so that of nodes or retries racing to send it exactly one does. Once
+    /// `ttl` is over, the key can be claimed again.
+    async fn claim_push_delivery(
+        &self,
+        team: &TeamId,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
     // ---- lifecycle ----
 

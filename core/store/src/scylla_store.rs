@@ -25,29 +25,59 @@
 //! between claim and write), the loser writes the winner's rows itself, which are the
 //! same rows, so the DM is complete whoever finishes.
 //!
-//! # Messages: a commit mark per channel
+//! # Channel leases and messages: a commit mark moved under a fencing epoch
 //!
-//! `channel_seq (team_id, channel_id) → last_seq` is the channel's commit mark, and reads
-//! never return a message above it: `history` and `messages_after` bound their scans by
-//! it and `message_by_client_msg_id` checks it. An append writes its message and dedup
-//! rows and advances the mark:
+//! `channel_seq (team_id, channel_id)` holds the channel's lease (`holder`, `epoch`,
+//! `lease_until`) and its commit mark `last_seq`. It is written by LWT only, so one
+//! Paxos partition serializes the claims, releases and commits of a channel.
 //!
-//! - when the call is small (a single send, or a few: up to [`LOGGED_BATCH_BYTES`]),
-//!   all of it in ONE logged batch, which Cassandra applies entirely or not at all (the
-//!   batchlog replays it on a coordinator failure): one round trip;
-//! - when it is larger (a busy sequencer's batch; Cassandra warns about logged batches
-//!   above 5 KiB and refuses any batch above 50 KiB by default), the rows first, as
-//!   single-partition unlogged batches and concurrent single inserts, then the marks in
-//!   one small logged batch. A failure before the marks leaves rows above the mark,
-//!   which no read returns and the sequencer's next append (reusing those seqs,
-//!   DESIGN.md §4) overwrites.
+//! A claim reads the row at LOCAL_SERIAL and then changes it by a CAS on what it read:
+//! `IF epoch = null` for a channel's first lease (no row yet, or a row from before
+//! leases), `IF holder = ? AND epoch = ?` for a renewal (same epoch), `IF epoch = ?` to
+//! take over an expired or released lease (epoch + 1). A CAS that is not applied lost
+//! to another claim; the claim reads again, which answers `Held` (or `Granted` when the
+//! winner was the same holder). A release empties `holder` and keeps the epoch.
 //!
-//! The mark is written `USING TIMESTAMP <seq>`, making it a max-register: Cassandra keeps
-//! the cell with the highest write timestamp, so a higher seq always beats a lower one,
-//! even when a channel's sequencer moved to a node whose clock is behind, and even when a
-//! batch that timed out is replayed from the batchlog after later appends.
+//! Reads never return a message above the mark: `history` and `messages_after` bound
+//! their scans by it and `message_by_client_msg_id` checks it. An append
 //!
-//! `last_seq` is that mark (0 when absent), one single-row read; no bucket scan.
+//! 1. writes its message and dedup rows (plain writes, as single-partition unlogged
+//!    batches and concurrent single inserts), all `USING TIMESTAMP 2^52 + epoch·2^32 +
+//!    n`, where `n` counts this handle's appends;
+//! 2. then moves the mark: `UPDATE channel_seq SET last_seq = ? … IF epoch = ?`. Not
+//!    applied means the lease was taken over: the append fails with `Fenced`.
+//!
+//! Rows an append leaves without its commit (a failure in between, or a fenced holder)
+//! stay invisible: above the mark no read looks, and the holder's next append reuses
+//! those seqs (DESIGN.md §4) and replaces them. A fenced "zombie" may also write rows
+//! at seqs the new holder has committed already; they lose to the new holder's rows
+//! because a later epoch's timestamps are higher whatever the clocks say, whether the
+//! zombie writes before or after the new holder. Within an epoch (one holder, one
+//! handle), `n` makes a retried append replace what an earlier attempt left. Every
+//! column is bound (an absent `thread_ts` or `edited_ts` as `''`), so a replacing row
+//! keeps nothing of the replaced one. The timestamps start at 2^52 µs (the year 2112),
+//! above any clock-stamped write, rows from before leases included; a later feature that
+//! rewrites or deletes message rows must stamp its writes in the same scheme.
+//!
+//! The mark is no longer a max-register: only the current holder moves it, in the order
+//! its sequencer commits (a commit whose answer timed out is finished by the next Paxos
+//! round on the row, before that round's own change). Old marks, written `USING
+//! TIMESTAMP <seq>`, lose to any LWT write, which carries its ballot's timestamp.
+//!
+//! The price, and the assumptions:
+//!
+//! - one LWT per appended batch (not per message: the sequencer batches), on top of the
+//!   row writes: Cassandra's default Paxos (v1) takes four round trips from the
+//!   coordinator to a quorum, so an append costs several milliseconds more than the one
+//!   logged batch it used to be; renewals add one LWT per half lease;
+//! - `n` starts at 0 per handle, so a holder name must belong to one handle: a restarted
+//!   process that renewed its predecessor's lease under a fixed name could see a retry
+//!   lose to its predecessor's leftovers (the sequencer's names are unique per process);
+//! - at most 2^32 appends per handle and epoch;
+//! - expiry compares the claimant's clock with the holder's: skew moves the moment a
+//!   takeover becomes possible, but fencing depends on the epoch alone.
+//!
+//! `last_seq` is the mark (0 when absent), one single-row read; no bucket scan.
 //!
 //! Dedup rows (`message_dedup`, client_msg_id → seq) are plain upserts, with no
 //! read-before-write inside the store: the channel's single sequencer looks the id up
@@ -75,6 +105,15 @@
 //! `read_state` is written by LWT only: `UPDATE … IF seq < ?`, falling back to `INSERT …
 //! IF NOT EXISTS` for the first marker, so concurrent marks never move it backward.
 //!
+//! # Push subscriptions
+//!
+//! `push_subscriptions` has a partition per user, listed by id; a delete reads first to
+//! answer whether the subscription existed. `push_deliveries` holds delivery claims,
+//! each written by `INSERT … IF NOT EXISTS USING TTL`, so of concurrent claimants of
+//! one key exactly one is applied, and the claim disappears (claimable again) when its
+//! TTL, in whole seconds, runs out. A claim carries a random token of its call, so a
+//! retried claim that finds its own earlier, timed-out write still counts as won.
+//!
 //! # Lifecycle
 //!
 //! [`flush`](Store::flush) waits for writes in flight (each holds a read guard on the
@@ -89,8 +128,10 @@ mod statements;
 
 pub use schema::SCHEMA_VERSION;
 
+use crate::record::{check_holder, check_in_lease, fenced, lease_expiry, unix_ms_now};
 use crate::{
-    BUCKET_SEQS, ChannelRecord, Conflict, NewMessage, Store, StoreError, UserRecord, bucket_of,
+    BUCKET_SEQS, ChannelLease, ChannelRecord, Conflict, LeaseClaim, NewMessage, PushSubscription,
+    Store, StoreError, UserRecord, bucket_of,
 };
 use async_trait::async_trait;
 use confab_proto::{
@@ -108,19 +149,15 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::MaybeUnset;
 use statements::Statements;
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
-/// Largest estimated payload of a multi-partition LOGGED batch: Cassandra's default
-/// `batch_size_warn_threshold`. Logged batches cost the coordinator a batchlog write
-/// and Cassandra logs a warning for each one above it, so larger appends take the
-/// two-phase path (rows, then the commit mark), which needs no batchlog at all. The
-/// estimate errs high: a batch Cassandra measured at 16 KiB was estimated at 17.5.
-pub const LOGGED_BATCH_BYTES: usize = 5 * 1024;
 /// Largest estimated payload of a single-partition UNLOGGED batch (one bucket of one
 /// channel): far under `batch_size_fail_threshold` (50 KiB by default), which Cassandra
-/// enforces on every batch.
+/// enforces on every batch. The estimate errs high: a batch Cassandra measured at
+/// 16 KiB was estimated at 17.5.
 const PARTITION_BATCH_BYTES: usize = 24 * 1024;
 /// Members written per logged batch (two rows each): about 2 KiB.
 const MEMBERS_PER_BATCH: usize = 16;
@@ -128,6 +165,17 @@ const MEMBERS_PER_BATCH: usize = 16;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Single-row writes and reads kept in flight at once by one call.
 const CONCURRENCY: usize = 32;
+/// Read-then-CAS rounds of one lease claim. Two suffice against any number of
+/// concurrent claimants (the loser's second read finds the winner); more only help
+/// against a lease that keeps changing hands.
+const LEASE_ROUNDS: usize = 4;
+/// Lowest write timestamp of message rows, 2^52 µs (the year 2112): above any clock
+/// reading, so that the epoch, not the clock, decides which write of a row wins.
+const EPOCH_TIMESTAMP_BASE: i64 = 1 << 52;
+/// Each epoch's span of write timestamps: room for 2^32 appends per handle and epoch.
+const EPOCH_TIMESTAMP_SPAN: i64 = 1 << 32;
+/// The longest TTL Cassandra accepts: 20 years.
+const MAX_TTL_SECONDS: u64 = 630_720_000;
 
 /// Where the cluster is and how the keyspace is replicated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +198,9 @@ pub struct ScyllaStore {
     /// Set by `flush`. Every write holds a read guard until it is answered, so `flush`
     /// (taking the write guard) waits for the writes in flight.
     closed: RwLock<bool>,
+    /// Appends made by this handle: the low bits of their write timestamps, so that a
+    /// retried append replaces what an earlier attempt at the same seqs left.
+    appends: AtomicU32,
 }
 
 impl ScyllaStore {
@@ -202,6 +253,7 @@ impl ScyllaStore {
             st,
             keyspace,
             closed: RwLock::new(false),
+            appends: AtomicU32::new(0),
         })
     }
 
@@ -217,6 +269,20 @@ impl ScyllaStore {
             return Err(StoreError::Unavailable("store is shut down".into()));
         }
         Ok(closed)
+    }
+
+    /// The write timestamp of an append's rows under a lease of `epoch`:
+    /// `2^52 + epoch·2^32 + n` for this handle's `n`th append. Rows of a later epoch
+    /// always replace rows a fenced writer of an earlier epoch left (or writes after
+    /// it was fenced), whatever the clocks say, and within one epoch (one holder, one
+    /// handle) a later attempt replaces an earlier one.
+    fn write_timestamp(&self, epoch: u64) -> Result<i64, StoreError> {
+        let n = i64::from(self.appends.fetch_add(1, Ordering::Relaxed));
+        i64::try_from(epoch)
+            .ok()
+            .and_then(|epoch| epoch.checked_mul(EPOCH_TIMESTAMP_SPAN))
+            .and_then(|span| span.checked_add(EPOCH_TIMESTAMP_BASE + n))
+            .ok_or_else(|| StoreError::Internal(format!("lease epoch {epoch} is too high")))
     }
 
     // ---- statement helpers ----
@@ -296,10 +362,10 @@ impl ScyllaStore {
             .map_err(|e| cql::execution(what, e))
     }
 
-    /// Writes rows that need not be atomic together, when they are too many for one
-    /// batch: message rows as unlogged batches of one partition each (one bucket of
-    /// one channel, applied atomically by its replicas), everything else as single
-    /// statements, `CONCURRENCY` at a time.
+    /// Writes rows that need not be atomic together (an append's rows, made visible
+    /// afterwards by its commit mark): message rows as unlogged batches of one
+    /// partition each (one bucket of one channel, applied atomically by its replicas),
+    /// everything else as single statements, `CONCURRENCY` at a time.
     async fn write_unbatched(&self, rows: Vec<Row<'_>>, what: &str) -> Result<(), StoreError> {
         let mut singles = Vec::new();
         let mut batches: Vec<(PartitionKey<'_>, usize, Vec<Row<'_>>)> = Vec::new();
@@ -760,21 +826,133 @@ impl Store for ScyllaStore {
         self.batch(BatchType::Logged, rows, "remove member").await
     }
 
+    // ---- channel leases ----
+
+    async fn claim_lease(
+        &self,
+        team: &TeamId,
+        channel: &ChannelId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim, StoreError> {
+        let _open = self.writable().await?;
+        check_holder(holder)?;
+        let (t, c) = (team.as_str(), channel.as_str());
+        // Each round reads the lease and moves it by a CAS on what it read. A CAS that
+        // is not applied lost to another claim (or release) in between: read again,
+        // which then answers `Held`, or `Granted` if the winner was this holder.
+        for _ in 0..LEASE_ROUNDS {
+            let row: Option<LeaseColumns> = self
+                .read_one(&self.st.select_lease, (t, c), "read channel lease")
+                .await?;
+            let (current, epoch, until) = row.unwrap_or_default();
+            let current = current.unwrap_or_default();
+            let now = unix_ms_now();
+            let expires_at_ms = lease_expiry(now, ttl);
+            let until_value = to_bigint(expires_at_ms)?;
+            let (answer, epoch) = match epoch {
+                None => {
+                    let values = (holder, 1i64, until_value, t, c);
+                    let answer = cql::conditional(
+                        &self.session,
+                        &self.st.claim_first_lease,
+                        &values,
+                        "claim channel lease",
+                    )
+                    .await?;
+                    (answer, 1)
+                }
+                Some(epoch) if current == holder => {
+                    let values = (until_value, t, c, holder, epoch);
+                    let answer = cql::conditional(
+                        &self.session,
+                        &self.st.renew_lease,
+                        &values,
+                        "renew channel lease",
+                    )
+                    .await?;
+                    (answer, epoch)
+                }
+                Some(_) if !current.is_empty() && until.unwrap_or(0) >= to_bigint(now)? => {
+                    return Ok(LeaseClaim::Held {
+                        holder: current,
+                        expires_at_ms: from_bigint(until.unwrap_or(0))?,
+                    });
+                }
+                Some(epoch) => {
+                    let next = epoch
+                        .checked_add(1)
+                        .ok_or_else(|| StoreError::Internal("lease epoch overflow".into()))?;
+                    let values = (holder, next, until_value, t, c, epoch);
+                    let answer = cql::conditional(
+                        &self.session,
+                        &self.st.take_over_lease,
+                        &values,
+                        "take over channel lease",
+                    )
+                    .await?;
+                    (answer, next)
+                }
+            };
+            if answer.applied {
+                return Ok(LeaseClaim::Granted(ChannelLease {
+                    team: team.clone(),
+                    channel: channel.clone(),
+                    holder: holder.to_owned(),
+                    epoch: from_bigint(epoch)?,
+                    expires_at_ms,
+                }));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the lease of {t}/{c} kept changing under concurrent claims"
+        )))
+    }
+
+    async fn release_lease(&self, lease: &ChannelLease) -> Result<(), StoreError> {
+        let _open = self.writable().await?;
+        if lease.holder.is_empty() {
+            return Ok(());
+        }
+        let values = (
+            lease.team.as_str(),
+            lease.channel.as_str(),
+            lease.holder.as_str(),
+            to_bigint(lease.epoch)?,
+        );
+        // Not applied means the lease was no longer this one: nothing to release.
+        cql::conditional(
+            &self.session,
+            &self.st.release_lease,
+            &values,
+            "release channel lease",
+        )
+        .await
+        .map(drop)
+    }
+
     // ---- messages ----
 
-    async fn append_messages(&self, messages: &[NewMessage]) -> Result<(), StoreError> {
+    async fn append_messages(
+        &self,
+        lease: &ChannelLease,
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError> {
         let _open = self.writable().await?;
+        check_in_lease(lease, messages)?;
         if messages.is_empty() {
             return Ok(());
         }
+        let (t, c) = (lease.team.as_str(), lease.channel.as_str());
+        let epoch = to_bigint(lease.epoch)?;
+        let timestamp = self.write_timestamp(lease.epoch)?;
         let mut rows = Vec::with_capacity(2 * messages.len());
-        let mut bytes = 0;
-        // The new commit mark of each channel in the call: its highest seq.
-        let mut marks: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for NewMessage { team, message } in messages {
-            let (t, c) = (team.as_str(), message.channel.as_str());
+        let mut mark = 0;
+        for NewMessage { message, .. } in messages {
             let seq = to_bigint(message.seq)?;
             let bucket = to_bigint(bucket_of(message.seq))?;
+            // Every column is bound, absent ones as '' rather than left unset, so that
+            // this row replaces all of a fenced or failed writer's row at this seq.
             let row = Row::new(
                 &self.st.insert_message,
                 (
@@ -787,9 +965,10 @@ impl Store for ScyllaStore {
                     message.client_msg_id.as_str(),
                     message.text.as_str(),
                     message.ts.as_str(),
-                    unset_if_none(message.thread_ts.as_deref()),
-                    unset_if_none(message.edited_ts.as_deref()),
+                    message.thread_ts.as_deref().unwrap_or(""),
+                    message.edited_ts.as_deref().unwrap_or(""),
                     message.deleted,
+                    timestamp,
                 ),
             )
             .in_partition((t, c, bucket))
@@ -806,27 +985,27 @@ impl Store for ScyllaStore {
             );
             let dedup = Row::new(
                 &self.st.insert_dedup,
-                (t, c, message.client_msg_id.as_str(), seq),
+                (t, c, message.client_msg_id.as_str(), seq, timestamp),
             )
             .sized(t.len() + c.len() + message.client_msg_id.len());
-            bytes += row.bytes + dedup.bytes;
             rows.push(row);
             rows.push(dedup);
-            let mark = marks.entry((t, c)).or_insert(seq);
-            *mark = (*mark).max(seq);
+            mark = mark.max(seq);
         }
-        let commits: Vec<Row<'_>> = marks
-            .into_iter()
-            .map(|((t, c), seq)| Row::new(&self.st.commit_seq, (seq, seq, t, c)))
-            .collect();
-
-        if bytes <= LOGGED_BATCH_BYTES {
-            rows.extend(commits);
-            return self.batch(BatchType::Logged, rows, "append messages").await;
-        }
+        // The rows first: until the mark moves, no read returns them.
         self.write_unbatched(rows, "append messages").await?;
-        self.batch(BatchType::Logged, commits, "commit appended messages")
-            .await
+        let commit = cql::conditional(
+            &self.session,
+            &self.st.commit_seq,
+            &(mark, t, c, epoch),
+            "commit appended messages",
+        )
+        .await?;
+        if !commit.applied {
+            let current = commit.bigint("epoch").unwrap_or(0);
+            return Err(fenced(lease, u64::try_from(current).unwrap_or(0)));
+        }
+        Ok(())
     }
 
     async fn last_seq(&self, team: &TeamId, channel: &ChannelId) -> Result<u64, StoreError> {
@@ -1007,6 +1186,99 @@ impl Store for ScyllaStore {
             .collect()
     }
 
+    // ---- push subscriptions ----
+
+    async fn create_push_subscription(&self, sub: &PushSubscription) -> Result<(), StoreError> {
+        let _open = self.writable().await?;
+        let values = (
+            sub.team.as_str(),
+            sub.user.as_str(),
+            sub.id.as_str(),
+            sub.url.as_str(),
+            sub.created_ts.as_str(),
+        );
+        self.session
+            .execute_unpaged(&self.st.insert_push_subscription, values)
+            .await
+            .map(drop)
+            .map_err(|e| cql::execution("write push subscription", e))
+    }
+
+    async fn push_subscriptions(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+    ) -> Result<Vec<PushSubscription>, StoreError> {
+        let rows: Vec<(String, String, String)> = self
+            .read_many(
+                &self.st.select_push_subscriptions,
+                (team.as_str(), user.as_str()),
+                usize::MAX,
+                "read push subscriptions",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, url, created_ts)| PushSubscription {
+                team: team.clone(),
+                user: user.clone(),
+                id,
+                url,
+                created_ts,
+            })
+            .collect())
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        team: &TeamId,
+        user: &UserId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let _open = self.writable().await?;
+        let key = (team.as_str(), user.as_str(), id);
+        // Read, then delete: `DELETE … IF EXISTS` would answer exactly, but an LWT's
+        // ballot timestamp could shadow a re-registration of the same id written with a
+        // client timestamp from a clock behind the coordinator's.
+        let found: Option<(String,)> = self
+            .read_one(
+                &self.st.select_push_subscription,
+                key,
+                "read push subscription",
+            )
+            .await?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        self.session
+            .execute_unpaged(&self.st.delete_push_subscription, key)
+            .await
+            .map_err(|e| cql::execution("delete push subscription", e))?;
+        Ok(true)
+    }
+
+    async fn claim_push_delivery(
+        &self,
+        team: &TeamId,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let _open = self.writable().await?;
+        // CQL TTLs are whole seconds, at least 1 and at most 20 years.
+        let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let seconds = i32::try_from(seconds.clamp(1, MAX_TTL_SECONDS)).unwrap_or(i32::MAX);
+        // A retry after a timeout that was applied after all finds this token.
+        let token = claim_token();
+        let claim = cql::conditional(
+            &self.session,
+            &self.st.claim_push_delivery,
+            &(team.as_str(), key, token.as_str(), seconds),
+            "claim push delivery",
+        )
+        .await?;
+        Ok(claim.applied || claim.text("claimant") == Some(token.as_str()))
+    }
+
     // ---- lifecycle ----
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -1014,6 +1286,15 @@ impl Store for ScyllaStore {
         *self.closed.write().await = true;
         Ok(())
     }
+}
+
+/// A random token telling one claiming call from every other.
+fn claim_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{:x}-{random:016x}", std::process::id())
 }
 
 /// Runs `futures` at most `limit` at a time, answers in order; stops at the first error.
@@ -1036,6 +1317,9 @@ where
 
 /// `(team_id, channel_id, bucket)`: the partition of a message row.
 type PartitionKey<'a> = (&'a str, &'a str, i64);
+
+/// `holder, epoch, lease_until` of a `channel_seq` row.
+type LeaseColumns = (Option<String>, Option<i64>, Option<i64>);
 
 /// One statement of a write with its values.
 struct Row<'a> {
@@ -1209,8 +1493,10 @@ impl MessageRow {
             seq: from_bigint(self.seq)?,
             ts: self.ts,
             client_msg_id: self.client_msg_id,
-            thread_ts: self.thread_ts,
-            edited_ts: self.edited_ts,
+            // '' is how an append binds "none" (see `append_messages`); null is how
+            // rows from before leases say it.
+            thread_ts: self.thread_ts.filter(|ts| !ts.is_empty()),
+            edited_ts: self.edited_ts.filter(|ts| !ts.is_empty()),
             deleted: self.deleted.unwrap_or(false),
         })
     }

@@ -1,6 +1,7 @@
 //! The store conformance suite against a real Apache Cassandra (or ScyllaDB), plus what
-//! only this driver has: versioned schema migrations, the per-channel commit mark, and
-//! forward-only read markers decided by lightweight transactions.
+//! only this driver has: versioned schema migrations, the per-channel commit mark moved
+//! under a lease epoch, epoch-stamped message rows, and forward-only read markers
+//! decided by lightweight transactions.
 //!
 //! Needs a running node: `scripts/services/services.sh up cassandra`, then
 //! `source .services/endpoints.env` (it sets `CONFAB_CASSANDRA_NODES`). Without that
@@ -8,11 +9,14 @@
 
 use confab_proto::{ChannelId, Message, MessageId, TeamId, UserId};
 use confab_store::scylla_store::SCHEMA_VERSION;
-use confab_store::{NewMessage, ScyllaStore, ScyllaStoreOptions, Store, StoreError};
+use confab_store::{
+    ChannelLease, LeaseClaim, NewMessage, ScyllaStore, ScyllaStoreOptions, Store, StoreError,
+};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::value::CqlTimestamp;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The keyspace the conformance cases share. Cases use random team ids, so they (and
 /// earlier runs) never see each other's data.
@@ -93,6 +97,43 @@ fn message(team: &TeamId, channel: &ChannelId, seq: u64, text: &str) -> NewMessa
     }
 }
 
+/// The channel's lease for `holder`, which must be free to take.
+async fn lease(
+    store: &dyn Store,
+    team: &TeamId,
+    channel: &ChannelId,
+    holder: &str,
+    ttl: Duration,
+) -> ChannelLease {
+    match store.claim_lease(team, channel, holder, ttl).await.unwrap() {
+        LeaseClaim::Granted(lease) => lease,
+        held => panic!("lease of {channel} not granted: {held:?}"),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The body and write timestamp of the stored row at `seq`, whether committed or not.
+async fn raw_message(
+    session: &Session,
+    team: &TeamId,
+    channel: &ChannelId,
+    seq: i64,
+) -> Option<(String, i64)> {
+    session
+        .query_unpaged(
+            "SELECT body, WRITETIME(body) FROM messages \
+             WHERE team_id = ? AND channel_id = ? AND bucket = 0 AND seq = ?",
+            (team.as_str(), channel.as_str(), seq),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .maybe_first_row::<(String, i64)>()
+        .unwrap()
+}
+
 /// Applied versions and how often each is listed, read straight from the table.
 async fn listed_versions(session: &Session) -> Vec<(i32, bool)> {
     let rows = session
@@ -136,11 +177,31 @@ async fn migrations_apply_once_with_concurrent_starters_and_on_restart() {
     // Every store works on the migrated schema.
     let team = TeamId::generate();
     let channel = ChannelId::generate();
+    let first = lease(&stores[0], &team, &channel, "node-a", HOUR).await;
     stores[0]
-        .append_messages(&[message(&team, &channel, 1, "hi")])
+        .append_messages(&first, &[message(&team, &channel, 1, "hi")])
         .await
         .unwrap();
     assert_eq!(again.last_seq(&team, &channel).await.unwrap(), 1);
+
+    // A starter that died after adding some of version 5's columns leaves it to be
+    // re-run: the columns already there are skipped, not an error.
+    session
+        .query_unpaged("DELETE FROM schema_migrations WHERE version = 5", ())
+        .await
+        .unwrap();
+    session
+        .query_unpaged("ALTER TABLE channel_seq DROP lease_until", ())
+        .await
+        .unwrap();
+    let rerun = connect(&keyspace).await;
+    assert_eq!(listed_versions(&session).await, expected);
+    assert_eq!(
+        lease(&rerun, &team, &ChannelId::generate(), "node-b", HOUR)
+            .await
+            .epoch,
+        1
+    );
 
     session
         .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
@@ -180,14 +241,17 @@ async fn rows_above_the_commit_mark_stay_invisible() {
     let committed: Vec<NewMessage> = (1..=2)
         .map(|seq| message(&team, &channel, seq, "ok"))
         .collect();
-    store.append_messages(&committed).await.unwrap();
+    let lease = lease(&store, &team, &channel, "node-a", HOUR).await;
+    store.append_messages(&lease, &committed).await.unwrap();
 
-    // What a failed append of seq 3 leaves behind: its message and dedup rows only.
+    // What a failed append of seq 3 leaves behind: its message and dedup rows only,
+    // with a thread_ts the next message at seq 3 must not inherit.
     let orphan = message(&team, &channel, 3, "lost");
     session
         .query_unpaged(
             "INSERT INTO messages (team_id, channel_id, bucket, seq, message_id, user_id, \
-             client_msg_id, body, ts, deleted) VALUES (?, ?, 0, 3, ?, 'U1', ?, 'lost', 'x', false)",
+             client_msg_id, body, ts, thread_ts, deleted) \
+             VALUES (?, ?, 0, 3, ?, 'U1', ?, 'lost', 'x', '1700000000.000001', false)",
             (
                 team.as_str(),
                 channel.as_str(),
@@ -233,7 +297,7 @@ async fn rows_above_the_commit_mark_stay_invisible() {
     // The sequencer reuses seq 3 for the next send.
     let next = message(&team, &channel, 3, "next");
     store
-        .append_messages(std::slice::from_ref(&next))
+        .append_messages(&lease, std::slice::from_ref(&next))
         .await
         .unwrap();
     let newest = store.history(&team, &channel, None, 1).await.unwrap();
@@ -246,40 +310,157 @@ async fn rows_above_the_commit_mark_stay_invisible() {
     assert_eq!(lookup, None);
 }
 
-/// The commit mark only moves up, whatever order its writes land in: it is written with
-/// the seq as its timestamp.
-#[tokio::test]
-async fn the_commit_mark_never_moves_back() {
-    let store = connect(KEYSPACE).await;
+/// A holder whose lease ran out and was taken over (a "zombie": paused, partitioned)
+/// goes on appending at seqs the new holder also uses. Its rows are written before its
+/// commit is refused, so they do land in the table, but they never show up: at a seq
+/// the new holder wrote, the new holder's row wins by its later epoch's timestamp even
+/// when the zombie writes last; above the mark, reads never look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_zombie_never_shows_up() {
+    // Two nodes, each with its own handle (and its own append counter).
+    let zombie_node = connect(KEYSPACE).await;
+    let new_node = connect(KEYSPACE).await;
+    let session = raw_session(KEYSPACE).await;
     let team = TeamId::generate();
     let channel = ChannelId::generate();
-    store
-        .append_messages(&[message(&team, &channel, 5, "five")])
+    let old = lease(
+        &zombie_node,
+        &team,
+        &channel,
+        "node-a",
+        Duration::from_millis(300),
+    )
+    .await;
+    // Many appends: the zombie's counter runs far ahead of the new node's.
+    for seq in 1..=5 {
+        zombie_node
+            .append_messages(&old, &[message(&team, &channel, seq, "early")])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = lease(&new_node, &team, &channel, "node-b", HOUR).await;
+    assert_eq!(new.epoch, old.epoch + 1);
+
+    // seq 6: the zombie first, then the new holder. seq 7: the other way round.
+    let fenced = |result: Result<(), StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::Fenced(_))),
+            "expected Fenced, got {result:?}"
+        );
+    };
+    let zombie_6 = message(&team, &channel, 6, "zombie 6");
+    fenced(
+        zombie_node
+            .append_messages(&old, std::slice::from_ref(&zombie_6))
+            .await,
+    );
+    assert_eq!(
+        raw_message(&session, &team, &channel, 6)
+            .await
+            .map(|(body, _)| body),
+        Some("zombie 6".into()),
+        "the zombie's row is in the table, above the mark"
+    );
+    let new_6 = message(&team, &channel, 6, "new 6");
+    let new_7 = message(&team, &channel, 7, "new 7");
+    new_node
+        .append_messages(&new, &[new_6.clone(), new_7.clone()])
         .await
         .unwrap();
-    // A late duplicate of an older append (e.g. a batchlog replay) arrives afterwards.
-    store
-        .append_messages(&[message(&team, &channel, 4, "four")])
+    let zombie_7 = message(&team, &channel, 7, "zombie 7");
+    fenced(
+        zombie_node
+            .append_messages(&old, std::slice::from_ref(&zombie_7))
+            .await,
+    );
+
+    for (seq, body) in [(6, "new 6"), (7, "new 7")] {
+        let (stored, timestamp) = raw_message(&session, &team, &channel, seq).await.unwrap();
+        assert_eq!(stored, body);
+        let epoch = i64::try_from(new.epoch).unwrap();
+        assert!(
+            timestamp >= (1 << 52) + (epoch << 32),
+            "seq {seq} written at {timestamp}, below epoch {epoch}'s timestamps"
+        );
+    }
+    assert_eq!(new_node.last_seq(&team, &channel).await.unwrap(), 7);
+    let newest = new_node.history(&team, &channel, None, 2).await.unwrap();
+    assert_eq!(newest, vec![new_7.message.clone(), new_6.message.clone()]);
+    for zombie in [&zombie_6, &zombie_7] {
+        assert_eq!(
+            new_node
+                .message_by_client_msg_id(&team, &channel, &zombie.message.client_msg_id)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+/// A channel with messages from before leases (its mark written `USING TIMESTAMP seq`,
+/// its rows with clock timestamps and null optional columns) gets epoch 1 and goes on
+/// from its mark; the LWT-written mark replaces the old one.
+#[tokio::test]
+async fn a_channel_from_before_leases_gets_its_first_lease() {
+    let store = connect(KEYSPACE).await;
+    let session = raw_session(KEYSPACE).await;
+    let team = TeamId::generate();
+    let channel = ChannelId::generate();
+    let old = message(&team, &channel, 5, "from before");
+    session
+        .query_unpaged(
+            "INSERT INTO messages (team_id, channel_id, bucket, seq, message_id, user_id, \
+             client_msg_id, body, ts, deleted) VALUES (?, ?, 0, 5, ?, 'U1', ?, 'from before', ?, false)",
+            (
+                team.as_str(),
+                channel.as_str(),
+                old.message.id.as_str(),
+                old.message.client_msg_id.as_str(),
+                old.message.ts.as_str(),
+            ),
+        )
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            "UPDATE channel_seq USING TIMESTAMP 5 SET last_seq = 5 \
+             WHERE team_id = ? AND channel_id = ?",
+            (team.as_str(), channel.as_str()),
+        )
         .await
         .unwrap();
     assert_eq!(store.last_seq(&team, &channel).await.unwrap(), 5);
+
+    let lease = lease(&store, &team, &channel, "node-a", HOUR).await;
+    assert_eq!(lease.epoch, 1);
+    let next = message(&team, &channel, 6, "after");
+    store
+        .append_messages(&lease, std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    assert_eq!(store.last_seq(&team, &channel).await.unwrap(), 6);
+    assert_eq!(
+        store.history(&team, &channel, None, 10).await.unwrap(),
+        vec![next.message, old.message]
+    );
 }
 
-/// A sequencer's batch is written whole both when it fits one logged batch and when it
-/// is larger than Cassandra lets any batch be (`batch_size_fail_threshold`, 50 KiB).
+/// A sequencer's batch is written whole both when it is small and when it is larger than
+/// Cassandra lets any batch be (`batch_size_fail_threshold`, 50 KiB).
 #[tokio::test]
 async fn appends_of_any_size_are_written_whole() {
     let store = connect(KEYSPACE).await;
     let team = TeamId::generate();
-    // A few short messages take one logged batch; more, or longer ones, are written
-    // in two phases, the long ones split into several batches per bucket.
+    // Message rows go in unlogged batches per bucket, the long ones split into several.
     for (count, text_len) in [(3u64, 100), (40, 100), (200, 2000)] {
         let channel = ChannelId::generate();
         let text = "x".repeat(text_len);
         let all: Vec<NewMessage> = (1..=count)
             .map(|seq| message(&team, &channel, seq, &format!("{seq}{text}")))
             .collect();
-        store.append_messages(&all).await.unwrap();
+        let lease = lease(&store, &team, &channel, "node-a", HOUR).await;
+        store.append_messages(&lease, &all).await.unwrap();
         assert_eq!(store.last_seq(&team, &channel).await.unwrap(), count);
         let read = store.messages_after(&team, &channel, 0, 500).await.unwrap();
         let written: Vec<Message> = all.into_iter().map(|m| m.message).collect();

@@ -5,10 +5,11 @@ use confab_proto::{
     Channel, ChannelId, ChannelKind, Message, MessageId, Team, TeamId, User, UserId,
 };
 use confab_store::{
-    ChannelRecord, FjallStore, FjallStoreOptions, NewMessage, Store, StoreError, SyncPolicy,
-    UserRecord,
+    ChannelLease, ChannelRecord, FjallStore, FjallStoreOptions, LeaseClaim, NewMessage, Store,
+    StoreError, SyncPolicy, UserRecord,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 // Each case gets its own store in its own temp directory, removed when the case ends.
 confab_store::store_conformance_tests!(|| async {
@@ -75,6 +76,23 @@ fn message(team: &TeamId, channel: &ChannelId, user: &UserId, seq: u64) -> NewMe
     }
 }
 
+/// The channel's lease for `holder`, which must be free to take.
+async fn lease(
+    store: &dyn Store,
+    team: &TeamId,
+    channel: &ChannelId,
+    holder: &str,
+) -> ChannelLease {
+    match store
+        .claim_lease(team, channel, holder, Duration::from_secs(3600))
+        .await
+        .unwrap()
+    {
+        LeaseClaim::Granted(lease) => lease,
+        held => panic!("lease of {channel} not granted: {held:?}"),
+    }
+}
+
 #[tokio::test]
 async fn data_survives_drop_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,17 +101,19 @@ async fn data_survives_drop_and_reopen() {
     let general = channel(&team.id, "general", me);
     let id = &general.channel.id;
     let written: Vec<NewMessage> = (1..=5).map(|seq| message(&team.id, id, me, seq)).collect();
-    {
+    let old_lease = {
         let store = open(dir.path());
         store.create_team(&team, &owner).await.unwrap();
         store
             .create_channel(&general, std::slice::from_ref(me))
             .await
             .unwrap();
-        store.append_messages(&written).await.unwrap();
+        let lease = lease(&store, &team.id, id, "node-a").await;
+        store.append_messages(&lease, &written).await.unwrap();
         store.mark_read(&team.id, me, id, 4).await.unwrap();
         // No flush: an acknowledged write is durable on its own.
-    }
+        lease
+    };
     let store = open(dir.path());
     assert_eq!(
         store.team_by_domain(&team.domain).await.unwrap(),
@@ -120,6 +140,16 @@ async fn data_survives_drop_and_reopen() {
             .await,
         Err(StoreError::Conflict(_))
     ));
+    // The lease of the process that is gone (no flush, no release: a crash) is free at
+    // once, and its epoch survives, so appends under it stay fenced.
+    let taken_over = lease(&store, &team.id, id, "node-b").await;
+    assert_eq!(taken_over.epoch, old_lease.epoch + 1);
+    assert!(matches!(
+        store
+            .append_messages(&old_lease, &[message(&team.id, id, me, 6)])
+            .await,
+        Err(StoreError::Fenced(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,14 +161,19 @@ async fn concurrent_appends_share_fsyncs_and_are_durable() {
     {
         let store = Arc::new(open(dir.path()));
         store.create_team(&team, &owner).await.unwrap();
+        let mut leases = Vec::new();
+        for channel in &channels {
+            leases.push(lease(&*store, &team.id, channel, "node-a").await);
+        }
         let before = store.commit_stats();
         // As many channel sequencers, each appending one message at the same moment.
         let tasks: Vec<_> = channels
             .iter()
-            .map(|channel| {
+            .zip(leases)
+            .map(|(channel, lease)| {
                 let store = Arc::clone(&store);
                 let msg = message(&team.id, channel, &owner.user.id, 1);
-                tokio::spawn(async move { store.append_messages(&[msg]).await })
+                tokio::spawn(async move { store.append_messages(&lease, &[msg]).await })
             })
             .collect();
         for task in tasks {
@@ -166,11 +201,12 @@ async fn a_refused_append_leaves_nothing_visible() {
     let store = FjallStore::open_temporary(SyncPolicy::Fsync).unwrap();
     let (team, owner) = team();
     let id = ChannelId::generate();
+    let lease = lease(&store, &team.id, &id, "node-a").await;
     let good = message(&team.id, &id, &owner.user.id, 1);
     let mut bad = message(&team.id, &id, &owner.user.id, 2);
     // Over the engine's 64 KiB key limit: the whole call must fail, not half of it.
     bad.message.client_msg_id = "x".repeat(70_000);
-    assert!(store.append_messages(&[good, bad]).await.is_err());
+    assert!(store.append_messages(&lease, &[good, bad]).await.is_err());
     assert_eq!(store.last_seq(&team.id, &id).await.unwrap(), 0);
     assert_eq!(
         store.history(&team.id, &id, None, 10).await.unwrap(),
@@ -178,7 +214,7 @@ async fn a_refused_append_leaves_nothing_visible() {
     );
     // The store keeps working afterwards.
     store
-        .append_messages(&[message(&team.id, &id, &owner.user.id, 1)])
+        .append_messages(&lease, &[message(&team.id, &id, &owner.user.id, 1)])
         .await
         .unwrap();
     assert_eq!(store.last_seq(&team.id, &id).await.unwrap(), 1);
@@ -219,13 +255,15 @@ async fn os_sync_policy_works_and_skips_fsyncs() {
     let (team, owner) = team();
     store.create_team(&team, &owner).await.unwrap();
     let id = ChannelId::generate();
+    let lease = lease(&store, &team.id, &id, "node-a").await;
     store
-        .append_messages(&[message(&team.id, &id, &owner.user.id, 1)])
+        .append_messages(&lease, &[message(&team.id, &id, &owner.user.id, 1)])
         .await
         .unwrap();
     assert_eq!(store.last_seq(&team.id, &id).await.unwrap(), 1);
     let stats = store.commit_stats();
-    assert_eq!((stats.requests, stats.groups, stats.syncs), (2, 2, 0));
+    // The team, the lease claim, the append.
+    assert_eq!((stats.requests, stats.groups, stats.syncs), (3, 3, 0));
 }
 
 #[tokio::test]

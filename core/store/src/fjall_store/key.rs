@@ -169,6 +169,11 @@ pub(super) fn pair_second(key: &[u8]) -> Option<String> {
     reader.str()
 }
 
+/// `channel_leases`: (team, channel).
+pub(super) fn lease(team: &TeamId, channel: &ChannelId) -> Vec<u8> {
+    self::channel(team, channel)
+}
+
 /// `messages`: (team, channel, bucket, seq). The bucket mirrors the Cassandra partition
 /// key; since `bucket_of` is monotonic, key order is still `seq` order.
 pub(super) fn message(team: &TeamId, channel: &ChannelId, seq: u64) -> Vec<u8> {
@@ -201,6 +206,41 @@ pub(super) fn dedup(team: &TeamId, channel: &ChannelId, client_msg_id: &str) -> 
         .str(channel.as_str())
         .str(client_msg_id)
         .build()
+}
+
+/// `push_subscriptions`: (team, user, subscription id); `pair_prefix(team, user)` lists
+/// a user's, by id.
+pub(super) fn push_subscription(team: &TeamId, user: &UserId, id: &str) -> Vec<u8> {
+    pair(team, user.as_str(), id)
+}
+
+/// `push_deliveries`: (team, delivery key).
+pub(super) fn push_delivery(team: &TeamId, delivery: &str) -> Vec<u8> {
+    KeyBuf::new().str(team.as_str()).str(delivery).build()
+}
+
+/// `push_delivery_expiry`: (expiry, team, delivery key), the index the committer sweeps
+/// expired claims by. The one key not led by a team id: it is ordered by time.
+pub(super) fn push_delivery_expiry(expires_at_ms: u64, team: &TeamId, delivery: &str) -> Vec<u8> {
+    KeyBuf::new()
+        .u64(expires_at_ms)
+        .str(team.as_str())
+        .str(delivery)
+        .build()
+}
+
+/// The smallest `push_delivery_expiry` key of claims expiring at `expires_at_ms`: every
+/// key below it expired earlier.
+pub(super) fn push_delivery_expiry_prefix(expires_at_ms: u64) -> Vec<u8> {
+    KeyBuf::new().u64(expires_at_ms).build()
+}
+
+/// The expiry, team and delivery key of a `push_delivery_expiry` key.
+pub(super) fn push_delivery_expiry_parts(key: &[u8]) -> Option<(u64, TeamId, String)> {
+    let mut reader = KeyReader::new(key);
+    let expires_at_ms = reader.u64()?;
+    let team = TeamId::new(reader.str()?);
+    Some((expires_at_ms, team, reader.str()?))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //!
 //! [`MIGRATIONS`] lists versions in order; a version, once released, never changes: a
 //! schema change is a new version at the end. Every statement of a migration must be
-//! safe to run twice (`CREATE … IF NOT EXISTS`, `ALTER … ADD` guarded by its version),
-//! because a starter that crashes half-way leaves its version to be re-run by another.
+//! safe to run twice (`CREATE … IF NOT EXISTS`; an `ALTER TABLE t ADD c …` is skipped
+//! when `system_schema.columns` already lists `c`, since CQL (ScyllaDB, Cassandra before
+//! 5.0) has no `ADD IF NOT EXISTS`), because a starter that crashes half-way leaves its
+//! version to be re-run by another.
 //!
 //! # Applying them once
 //!
@@ -166,8 +168,8 @@ pub(super) const MIGRATIONS: &[Migration] = &[
                 client_msg_id text,
                 seq bigint,
                 PRIMARY KEY ((team_id, channel_id, client_msg_id)))",
-            // The highest committed seq of a channel; written with USING TIMESTAMP = seq
-            // (see scylla_store.rs), so that it can only ever move up.
+            // The highest committed seq of a channel (the commit mark). Since version 5
+            // also the channel's lease, and written by LWT only (see scylla_store.rs).
             "CREATE TABLE IF NOT EXISTS channel_seq (
                 team_id text,
                 channel_id text,
@@ -186,6 +188,41 @@ pub(super) const MIGRATIONS: &[Migration] = &[
                 channel_id text,
                 seq bigint,
                 PRIMARY KEY ((team_id, user_id), channel_id))",
+        ],
+    },
+    Migration {
+        version: 5,
+        description: "channel leases with a fencing epoch on channel_seq",
+        statements: &[
+            // Who may sequence the channel (empty once released), the lease's epoch (the
+            // fencing token appends are checked against) and its expiry (unix ms, by
+            // the holder's clock). In the commit mark's row, so that one LWT partition
+            // serializes claims and commits.
+            "ALTER TABLE channel_seq ADD holder text",
+            "ALTER TABLE channel_seq ADD epoch bigint",
+            "ALTER TABLE channel_seq ADD lease_until bigint",
+        ],
+    },
+    Migration {
+        version: 6,
+        description: "push subscriptions and push delivery claims",
+        statements: &[
+            // One partition per user, listed by id.
+            "CREATE TABLE IF NOT EXISTS push_subscriptions (
+                team_id text,
+                user_id text,
+                subscription_id text,
+                url text,
+                created_ts text,
+                PRIMARY KEY ((team_id, user_id), subscription_id))",
+            // A delivery's claim: written by `INSERT … IF NOT EXISTS USING TTL` only,
+            // and gone (to be claimable again) when its TTL runs out. `claimant` is a
+            // random token of the claiming call, so that a retry finds its own claim.
+            "CREATE TABLE IF NOT EXISTS push_deliveries (
+                team_id text,
+                delivery_key text,
+                claimant text,
+                PRIMARY KEY ((team_id, delivery_key)))",
         ],
     },
 ];
@@ -401,9 +438,50 @@ async fn release(session: &Session, version: i32, me: &str) -> Result<(), StoreE
 
 async fn run(session: &Session, migration: &Migration) -> Result<(), StoreError> {
     for statement in migration.statements {
+        if let Some((table, column)) = added_column(statement)
+            && has_column(session, table, column).await?
+        {
+            // Added by an earlier, interrupted run of this version.
+            continue;
+        }
         ddl(session, statement).await?;
     }
     Ok(())
+}
+
+/// The table and column of an `ALTER TABLE t ADD c type` statement.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    match words.as_slice() {
+        [alter, table_kw, table, add, column, _type, ..]
+            if alter.eq_ignore_ascii_case("ALTER")
+                && table_kw.eq_ignore_ascii_case("TABLE")
+                && add.eq_ignore_ascii_case("ADD") =>
+        {
+            Some((*table, *column))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `table` of the session's keyspace has `column` already.
+async fn has_column(session: &Session, table: &str, column: &str) -> Result<bool, StoreError> {
+    let what = "read system_schema.columns";
+    let keyspace = session
+        .get_keyspace()
+        .ok_or_else(|| StoreError::Internal(format!("{what}: the session has no keyspace")))?;
+    let result = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace.as_str(), table, column),
+        )
+        .await
+        .map_err(|e| cql::execution(what, e))?;
+    let rows = result
+        .into_rows_result()
+        .map_err(|e| cql::decode(what, e))?;
+    Ok(rows.rows_num() > 0)
 }
 
 /// Runs one schema change and waits until every node has the new schema, so that the

@@ -5,6 +5,7 @@
 use super::cql;
 use crate::StoreError;
 use scylla::client::session::Session;
+use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 /// The columns of a channel record, in `channels`, `public_channels` and `dm_keys`.
@@ -33,7 +34,13 @@ macro_rules! statements {
             /// lot rather than one per statement.
             pub(super) async fn prepare(session: &Session) -> Result<Self, StoreError> {
                 let ($($name,)+) = futures::try_join!($(prepare(session, $cql),)+)?;
-                Ok(Self { $($name,)+ })
+                let mut statements = Self { $($name,)+ };
+                // A claim must see every claim and commit decided before it, including
+                // a Paxos round still in flight, which only a serial read completes.
+                statements
+                    .select_lease
+                    .set_consistency(Consistency::LocalSerial);
+                Ok(statements)
             }
         }
     };
@@ -91,17 +98,36 @@ statements! {
     delete_member_channel =
         "DELETE FROM member_channels WHERE team_id = ? AND user_id = ? AND channel_id = ?";
 
+    // ---- channel leases (in `channel_seq`, written by LWT only) ----
+    /// Read at LOCAL_SERIAL (see `prepare`).
+    select_lease = "SELECT holder, epoch, lease_until FROM channel_seq \
+                    WHERE team_id = ? AND channel_id = ?";
+    /// The first lease of a channel: no row yet, or a row without an epoch (a channel
+    /// with messages from before leases existed).
+    claim_first_lease = "UPDATE channel_seq SET holder = ?, epoch = ?, lease_until = ? \
+                         WHERE team_id = ? AND channel_id = ? IF epoch = null";
+    /// A new holder (or a new lease of a released one) after the epoch read.
+    take_over_lease = "UPDATE channel_seq SET holder = ?, epoch = ?, lease_until = ? \
+                       WHERE team_id = ? AND channel_id = ? IF epoch = ?";
+    renew_lease = "UPDATE channel_seq SET lease_until = ? \
+                   WHERE team_id = ? AND channel_id = ? IF holder = ? AND epoch = ?";
+    /// An empty holder marks a released lease: the epoch stays, so the next claim,
+    /// whoever makes it, gets the next one.
+    release_lease = "UPDATE channel_seq SET holder = '', lease_until = 0 \
+                     WHERE team_id = ? AND channel_id = ? IF holder = ? AND epoch = ?";
+
     // ---- messages ----
+    /// Written with an epoch-based timestamp (see the driver's module documentation), so
+    /// that a later epoch's row replaces whatever a fenced writer left at that seq.
     insert_message = concat!(
         "INSERT INTO messages (team_id, channel_id, bucket, ", message_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
     );
     insert_dedup = "INSERT INTO message_dedup (team_id, channel_id, client_msg_id, seq) \
-                    VALUES (?, ?, ?, ?)";
-    /// The commit mark. Its write timestamp is the seq itself, so the highest seq wins
-    /// whatever the writers' clocks say (see the driver's module documentation).
-    commit_seq = "UPDATE channel_seq USING TIMESTAMP ? SET last_seq = ? \
-                  WHERE team_id = ? AND channel_id = ?";
+                    VALUES (?, ?, ?, ?) USING TIMESTAMP ?";
+    /// The commit mark, moved only while the appender's lease epoch is current.
+    commit_seq = "UPDATE channel_seq SET last_seq = ? \
+                  WHERE team_id = ? AND channel_id = ? IF epoch = ?";
     select_last_seq = "SELECT last_seq FROM channel_seq WHERE team_id = ? AND channel_id = ?";
     select_dedup = "SELECT seq FROM message_dedup \
                     WHERE team_id = ? AND channel_id = ? AND client_msg_id = ?";
@@ -127,6 +153,20 @@ statements! {
     insert_read = "INSERT INTO read_state (team_id, user_id, channel_id, seq) VALUES (?, ?, ?, ?) \
                    IF NOT EXISTS";
     select_read_state = "SELECT channel_id, seq FROM read_state WHERE team_id = ? AND user_id = ?";
+
+    // ---- push subscriptions ----
+    insert_push_subscription = "INSERT INTO push_subscriptions \
+                                (team_id, user_id, subscription_id, url, created_ts) \
+                                VALUES (?, ?, ?, ?, ?)";
+    select_push_subscriptions = "SELECT subscription_id, url, created_ts FROM push_subscriptions \
+                                 WHERE team_id = ? AND user_id = ?";
+    select_push_subscription = "SELECT subscription_id FROM push_subscriptions \
+                                WHERE team_id = ? AND user_id = ? AND subscription_id = ?";
+    delete_push_subscription = "DELETE FROM push_subscriptions \
+                                WHERE team_id = ? AND user_id = ? AND subscription_id = ?";
+    /// TTL in whole seconds.
+    claim_push_delivery = "INSERT INTO push_deliveries (team_id, delivery_key, claimant) \
+                           VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?";
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement, StoreError> {
