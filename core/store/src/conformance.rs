@@ -1333,7 +1333,10 @@ pub async fn push_delivery_claimed_once_until_ttl(store: Arc<dyn Store>) {
     let (stranger, _) = create_team(&*store).await;
     let t = &team.id;
     let key = unique("M1:sub-1");
+    assert!(!store.push_delivered(t, &key).await.unwrap());
     assert!(store.claim_push_delivery(t, &key, LONG_TTL).await.unwrap());
+    assert!(store.push_delivered(t, &key).await.unwrap());
+    assert!(!store.push_delivered(&stranger.id, &key).await.unwrap());
     assert!(!store.claim_push_delivery(t, &key, LONG_TTL).await.unwrap());
     assert!(
         store
@@ -1350,6 +1353,7 @@ pub async fn push_delivery_claimed_once_until_ttl(store: Arc<dyn Store>) {
     assert!(store.claim_push_delivery(t, &next, second).await.unwrap());
     assert!(!store.claim_push_delivery(t, &first, second).await.unwrap());
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!store.push_delivered(t, &first).await.unwrap(), "expired");
     assert!(
         store
             .claim_push_delivery(t, &first, LONG_TTL)

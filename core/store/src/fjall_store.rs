@@ -920,6 +920,18 @@ impl Store for FjallStore {
         answer(self.submit(op).await?)
     }
 
+    async fn push_delivered(&self, team: &TeamId, key: &str) -> Result<bool, StoreError> {
+        let row = key::push_delivery(team, key);
+        check_key(&row)?;
+        self.read(move |snap, ks| {
+            match snap.get(&ks.push_deliveries, &row).map_err(engine_error)? {
+                Some(until) => Ok(be_u64(&until)? >= unix_ms_now()),
+                None => Ok(false),
+            }
+        })
+        .await
+    }
+
     // ---- lifecycle ----
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -304,6 +304,9 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<bool, StoreError>;
 
+    /// Whether a claim of `key` in the team is in force (made and not yet expired).
+    async fn push_delivered(&self, team: &TeamId, key: &str) -> Result<bool, StoreError>;
+
     // ---- lifecycle ----
 
     /// Makes every acknowledged write durable and stops accepting new ones; called on

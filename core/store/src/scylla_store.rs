@@ -1279,6 +1279,18 @@ impl Store for ScyllaStore {
         Ok(claim.applied || claim.text("claimant") == Some(token.as_str()))
     }
 
+    async fn push_delivered(&self, team: &TeamId, key: &str) -> Result<bool, StoreError> {
+        // The TTL removes an expired claim's row; a row read is a claim in force.
+        let row: Option<(Option<String>,)> = self
+            .read_one(
+                &self.st.select_push_delivery,
+                (team.as_str(), key),
+                "read push delivery",
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     // ---- lifecycle ----
 
     async fn flush(&self) -> Result<(), StoreError> {

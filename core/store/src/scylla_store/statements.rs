@@ -167,6 +167,8 @@ statements! {
     /// TTL in whole seconds.
     claim_push_delivery = "INSERT INTO push_deliveries (team_id, delivery_key, claimant) \
                            VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?";
+    select_push_delivery = "SELECT claimant FROM push_deliveries \
+                            WHERE team_id = ? AND delivery_key = ?";
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement, StoreError> {
