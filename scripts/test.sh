@@ -19,7 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "services: Redis, Cassandra 5, Kafka 4 on 127.0.0.1 (the drivers' conformance suites need them)"
 scripts/services/services.sh up all
 # Stop exactly what this run started, however it ends.
-trap 'scripts/services/services.sh down all' EXIT
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; scripts/services/services.sh down all' EXIT
 set -a
 # shellcheck source=/dev/null
 . .services/endpoints.env
@@ -27,6 +27,11 @@ set +a
 
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
+
+step "local cluster: scripts/cluster.sh up, a message across regions, down"
+scripts/cluster.sh up
+NODE_EXTRA_CA_CERTS=target/cluster/ca/ca.pem node scripts/cluster-smoke.mjs target/cluster/endpoints.json
+scripts/cluster.sh down
 
 step "web: type-check and unit tests"
 npm --prefix web run typecheck

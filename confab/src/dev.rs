@@ -1,15 +1,18 @@
-//! `confab dev`: edge and core in one process — the first thing a new user runs, and what
+//! `confab dev`: edge, core and the notify worker in one process — the first thing a new user runs, and what
 //! the end-to-end tests start. Backends are embedded unless [`DevOptions::backends`] names
 //! others (from `--config` and the environment, see [`crate::config`]). The edge talks to
 //! the core through the same [`CoreApi`] trait a networked deployment uses, wired
 //! in-process here.
 
 use crate::config::Backends;
+use crate::edge_node::serve_edge;
+use crate::node::{NodeError, OpenBackends, open_backends};
+use crate::notify_node::{NotifyWorker, SYSTEM_CA_BUNDLE};
 use confab_auth::{SigningKeyPair, TokenIssuer, TokenVerifier};
 use confab_chat::{ChatConfig, ChatService, CoreApi};
-use confab_flannel_cache::{Flannel, FlannelConfig};
+use confab_notify::NotifyConfig;
 use confab_store::SyncPolicy;
-use confab_ws_terminator::config::{EdgeConfig, EdgeSettings, WebAssets};
+use confab_ws_terminator::config::{EdgeSettings, WebAssets};
 use confab_ws_terminator::{RunningEdge, tls};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,29 +63,12 @@ impl DevOptions {
 }
 
 /// Why `confab dev` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DevError {
-    #[error("data directory {0}: {1}")]
-    DataDir(PathBuf, std::io::Error),
-    #[error("tls: {0}")]
-    Tls(String),
-    #[error("keys: {0}")]
-    Keys(#[from] confab_auth::AuthError),
-    #[error("store: {0}")]
-    Store(#[from] confab_store::StoreError),
-    #[error("presence: {0}")]
-    Presence(String),
-    #[error("events: {0}")]
-    Events(#[from] confab_events::EventsError),
-    #[error("core: {0}")]
-    Core(confab_proto::ApiError),
-    #[error("edge: {0}")]
-    Edge(String),
-}
+pub type DevError = NodeError;
 
 /// A running `confab dev`.
 pub struct DevNode {
     edge: RunningEdge,
+    notify: NotifyWorker,
     chat: Arc<ChatService>,
     /// The TCP (HTTPS, WSS) and UDP (HTTP/3) address.
     pub addr: SocketAddr,
@@ -120,28 +106,36 @@ impl DevNode {
             .backends
             .clone()
             .unwrap_or_else(|| Backends::embedded(&data_dir, options.sync));
-        tracing::info!(backends = %backends.describe().replace('\n', "; "), "opening backends");
-        let store = confab_store::open(&backends.store).await?;
-        let presence = confab_presence::open(&backends.presence)
-            .await
-            .map_err(|e| DevError::Presence(e.to_string()))?;
-        let fanout = confab_events::open_fanout(&backends.fanout).await?;
-        let event_log = confab_events::open_event_log(&backends.event_log).await?;
+        let opened = open_backends(&backends).await?;
+        let notify = NotifyWorker::spawn(
+            &opened,
+            &[PathBuf::from(SYSTEM_CA_BUNDLE)],
+            NotifyConfig::default(),
+        );
+        let OpenBackends {
+            store,
+            presence,
+            fanout,
+            event_log,
+        } = opened;
         let chat = ChatService::new(store, presence, fanout, event_log, issuer, chat_config)
             .map_err(DevError::Core)?;
         let core: Arc<dyn CoreApi> = chat.clone();
-        let flannel = Flannel::new(Arc::clone(&core), FlannelConfig::default());
-        let mut edge_config = EdgeConfig::new(options.listen, tls, core, flannel, verifier);
-        edge_config.allow_team_creation = options.allow_team_creation;
-        edge_config.settings = options.edge.clone();
-        edge_config.web_assets = options.web_assets.clone();
-        let edge = confab_ws_terminator::start(edge_config)
-            .await
-            .map_err(|e| DevError::Edge(e.to_string()))?;
+        let edge = serve_edge(
+            options.listen,
+            tls,
+            core,
+            verifier,
+            options.allow_team_creation,
+            options.edge.clone(),
+            options.web_assets.clone(),
+        )
+        .await?;
         let addr = edge.local_addr;
         tracing::info!(%addr, data_dir = %data_dir.display(), ca = %ca_path.display(), "confab dev is serving HTTPS, WSS and HTTP/3");
         Ok(Self {
             edge,
+            notify,
             chat,
             addr,
             ca_path,
@@ -153,6 +147,7 @@ impl DevNode {
     /// (each bounded by `grace`), and the store is flushed.
     pub async fn shutdown(self, grace: Duration) {
         self.edge.shutdown().await;
+        self.notify.shutdown(grace).await;
         if !self.chat.shutdown(grace).await {
             tracing::warn!("shutdown did not finish cleanly within the grace period");
         }

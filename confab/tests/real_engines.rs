@@ -7,31 +7,15 @@
 
 use confab::config::NodeConfig;
 use confab_store::SyncPolicy;
-use confab_test_support::{RestClient, RtmClient, TestNode, unique};
+use confab_test_support::{RestClient, RtmClient, TestNode, require_engines, unique};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-const NEEDED: [&str; 3] = [
-    "CONFAB_REDIS_URL",
-    "CONFAB_CASSANDRA_NODES",
-    "CONFAB_KAFKA_BROKERS",
-];
 
 /// The configuration under test: the file names the backends, the environment supplies
 /// the addresses, exactly as an operator would split them. The Kafka namespace is fresh
 /// per run so the `messages` topic holds only this run's records.
 fn config() -> NodeConfig {
-    let missing: Vec<&str> = NEEDED
-        .iter()
-        .copied()
-        .filter(|name| std::env::var(name).map_or(true, |v| v.trim().is_empty()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} not set: run scripts/services/services.sh up all, then \
-         `set -a; . .services/endpoints.env; set +a` before cargo test",
-        missing.join(", ")
-    );
+    require_engines();
     let namespace = format!("{}.", unique("e2e"));
     let text = format!(
         r#"

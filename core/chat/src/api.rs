@@ -5,14 +5,15 @@
 use async_trait::async_trait;
 use confab_events::Subscription;
 use confab_proto::rest::{
-    BootChannel, CreateChannelRequest, CreateTeamRequest, CreateTeamResponse, HistoryResponse,
-    LoginRequest, LoginResponse, NewUser, PostMessageRequest, UserPresence,
+    BootChannel, CreateChannelRequest, CreatePushSubscriptionRequest, CreateTeamRequest,
+    CreateTeamResponse, HistoryResponse, LoginRequest, LoginResponse, NewUser, PostMessageRequest,
+    PushSubscriptionView, UserPresence,
 };
 use confab_proto::rtm::PresenceSetting;
 use confab_proto::{ApiError, Channel, ChannelId, Message, Team, TeamId, User, UserId};
 
 /// Who is asking: the user and team named by a verified token.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     pub team: TeamId,
     pub user: UserId,
@@ -94,6 +95,17 @@ pub trait CoreApi: Send + Sync + 'static {
         req: PostMessageRequest,
     ) -> Result<Message, ApiError>;
 
+    /// A post forwarded by another core node to this one because this node holds the
+    /// channel's lease: sequenced here, never forwarded again. Single-node cores
+    /// sequence every post themselves, so it is the same as [`CoreApi::post_message`].
+    async fn sequence_message(
+        &self,
+        caller: &Caller,
+        req: PostMessageRequest,
+    ) -> Result<Message, ApiError> {
+        self.post_message(caller, req).await
+    }
+
     /// `GET /v1/channels/{id}/history`: newest first, `seq < before`.
     async fn history(
         &self,
@@ -147,8 +159,54 @@ pub trait CoreApi: Send + Sync + 'static {
         users: &[UserId],
     ) -> Result<Vec<UserPresence>, ApiError>;
 
+    // ---- push subscriptions ----
+
+    /// `POST /v1/push/subscriptions`: registers a webhook URL for the caller's pushes.
+    async fn create_push_subscription(
+        &self,
+        caller: &Caller,
+        req: CreatePushSubscriptionRequest,
+    ) -> Result<PushSubscriptionView, ApiError>;
+
+    /// `GET /v1/push/subscriptions`: the caller's registered sinks.
+    async fn push_subscriptions(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<PushSubscriptionView>, ApiError>;
+
+    /// `DELETE /v1/push/subscriptions/{id}`: `not_found` unless it is the caller's.
+    async fn delete_push_subscription(&self, caller: &Caller, id: &str) -> Result<(), ApiError>;
+
     // ---- events ----
 
     /// The team's event stream (messages, membership, users, presence, typing), for edges.
     async fn subscribe(&self, team: &TeamId) -> Result<Subscription, ApiError>;
+}
+
+/// The other core nodes of a cluster, as the chat service needs them: to hand a post to
+/// the node that holds its channel's lease.
+#[async_trait]
+pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
+    /// Has `node` sequence the post ([`CoreApi::sequence_message`] there).
+    async fn sequence_at(
+        &self,
+        node: &str,
+        caller: &Caller,
+        req: PostMessageRequest,
+    ) -> Result<Message, PeerError>;
+}
+
+/// Why a peer could not take a forwarded post.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// No connection to the node (it may be down; its lease will expire).
+    #[error("core node {0} unreachable")]
+    Unreachable(String),
+    /// The node may have sequenced the post but its answer was lost; sending it again is
+    /// safe (the `client_msg_id` dedups it).
+    #[error("core node {0} did not answer")]
+    Lost(String),
+    /// The node answered with an error.
+    #[error("{}", .0.msg)]
+    Api(ApiError),
 }

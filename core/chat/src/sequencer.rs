@@ -66,7 +66,35 @@ impl Default for SequencerConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<Message, ApiError>>;
+/// Why a send was not sequenced here.
+#[derive(Clone, Debug)]
+pub enum SequenceError {
+    /// Another node holds the channel's lease until `until_ms` (unix ms): the send
+    /// belongs there.
+    HeldBy { holder: String, until_ms: u64 },
+    /// It failed; nothing of it is stored.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for SequenceError {
+    fn from(error: ApiError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<SequenceError> for ApiError {
+    fn from(error: SequenceError) -> Self {
+        match error {
+            SequenceError::Failed(e) => e,
+            SequenceError::HeldBy { holder, .. } => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the channel is sequenced by {holder}; retry"),
+            ),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Message, SequenceError>>;
 type Key = (TeamId, ChannelId);
 
 struct Request {
@@ -76,17 +104,23 @@ struct Request {
 
 /// Why a batch was not written.
 struct BatchFailure {
-    error: ApiError,
+    error: SequenceError,
     /// The channel's lease was taken over: this task must not write again.
     fenced: bool,
 }
 
-impl From<ApiError> for BatchFailure {
-    fn from(error: ApiError) -> Self {
+impl From<SequenceError> for BatchFailure {
+    fn from(error: SequenceError) -> Self {
         Self {
             error,
             fenced: false,
         }
+    }
+}
+
+impl From<ApiError> for BatchFailure {
+    fn from(error: ApiError) -> Self {
+        SequenceError::Failed(error).into()
     }
 }
 
@@ -131,12 +165,13 @@ impl Sequencers {
 
     /// Numbers, stores and publishes one message; returns it once durable. A draft whose
     /// `client_msg_id` was already stored in the channel returns the stored message.
+    /// While another node holds the channel's lease: [`SequenceError::HeldBy`].
     pub async fn submit(
         self: &Arc<Self>,
         team: &TeamId,
         channel: &ChannelId,
         draft: Draft,
-    ) -> Result<Message, ApiError> {
+    ) -> Result<Message, SequenceError> {
         let key = (team.clone(), channel.clone());
         let (reply, answer) = oneshot::channel();
         let mut request = Request { draft, reply };
@@ -153,10 +188,10 @@ impl Sequencers {
             }
         }
         answer.await.unwrap_or_else(|_| {
-            Err(ApiError::new(
+            Err(SequenceError::Failed(ApiError::new(
                 ErrorCode::Unavailable,
                 "the channel sequencer stopped; retry",
-            ))
+            )))
         })
     }
 
@@ -197,6 +232,9 @@ impl Sequencers {
         // whenever the lease's epoch changed (another node may have written).
         let mut next_seq: Option<u64> = None;
         let mut lease: Option<ChannelLease> = None;
+        // Another node's lease as last read: sends are turned away without asking the
+        // store again until it runs out.
+        let mut held: Option<(String, u64)> = None;
         let mut batch: Vec<Request> = Vec::with_capacity(self.config.max_batch);
         loop {
             let first = match tokio::time::timeout(self.config.idle, queue.recv()).await {
@@ -222,7 +260,7 @@ impl Sequencers {
                 }
             }
             let written = match self
-                .current_lease(team, channel, &mut lease, &mut next_seq)
+                .current_lease(team, channel, &mut lease, &mut held, &mut next_seq)
                 .await
             {
                 Ok(current) => self.write_batch(&current, &mut next_seq, &mut batch).await,
@@ -231,7 +269,14 @@ impl Sequencers {
             let Err(BatchFailure { error, fenced }) = written else {
                 continue;
             };
-            tracing::warn!(%team, %channel, %error, "message batch not written");
+            match &error {
+                SequenceError::HeldBy { holder, .. } => {
+                    tracing::debug!(%team, %channel, %holder, "channel held by another node");
+                }
+                SequenceError::Failed(error) => {
+                    tracing::warn!(%team, %channel, %error, "message batch not written");
+                }
+            }
             next_seq = None;
             for request in batch.drain(..) {
                 let _ = request.reply.send(Err(error.clone()));
@@ -258,19 +303,29 @@ impl Sequencers {
     }
 
     /// The lease to write the next batch under: claimed when there is none, renewed
-    /// when less than half of its ttl is left. Held by another node: `Unavailable`.
+    /// when less than half of its ttl is left. Held by another node: `HeldBy`.
     async fn current_lease(
         &self,
         team: &TeamId,
         channel: &ChannelId,
         lease: &mut Option<ChannelLease>,
+        held: &mut Option<(String, u64)>,
         next_seq: &mut Option<u64>,
-    ) -> Result<ChannelLease, ApiError> {
+    ) -> Result<ChannelLease, SequenceError> {
         let half_ttl = u64::try_from(self.config.lease_ttl.as_millis() / 2).unwrap_or(u64::MAX);
+        let now = unix_ms();
         if let Some(current) = lease.as_ref()
-            && current.expires_at_ms.saturating_sub(unix_ms()) > half_ttl
+            && current.expires_at_ms.saturating_sub(now) > half_ttl
         {
             return Ok(current.clone());
+        }
+        if let Some((holder, until_ms)) = held.as_ref()
+            && *until_ms > now
+        {
+            return Err(SequenceError::HeldBy {
+                holder: holder.clone(),
+                until_ms: *until_ms,
+            });
         }
         let claim = self
             .store
@@ -281,16 +336,22 @@ impl Sequencers {
             LeaseClaim::Granted(granted) => {
                 if lease.as_ref().is_none_or(|old| old.epoch != granted.epoch) {
                     *next_seq = None;
+                    tracing::info!(%team, %channel, epoch = granted.epoch, "took the channel's lease");
                 }
+                *held = None;
                 *lease = Some(granted.clone());
                 Ok(granted)
             }
-            LeaseClaim::Held { holder, .. } => {
+            LeaseClaim::Held {
+                holder,
+                expires_at_ms,
+            } => {
                 *lease = None;
-                Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("channel {channel} is sequenced by {holder}; retry"),
-                ))
+                *held = Some((holder.clone(), expires_at_ms));
+                Err(SequenceError::HeldBy {
+                    holder,
+                    until_ms: expires_at_ms,
+                })
             }
         }
     }
@@ -357,7 +418,7 @@ impl Sequencers {
                 .await
                 .map_err(|error| BatchFailure {
                     fenced: matches!(error, StoreError::Fenced(_)),
-                    error: store_error(error),
+                    error: SequenceError::Failed(store_error(error)),
                 })?;
             metrics::observe_batch(fresh.len());
             let messages: Vec<Message> = fresh.into_iter().map(|m| m.message).collect();

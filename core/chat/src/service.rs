@@ -2,9 +2,11 @@
 //! team scope and membership, and then writes through the store, the per-channel
 //! sequencers, presence, and publishes what changed to the fan-out and the event log.
 
-use crate::api::{Caller, CoreApi};
-use crate::hlc::Hlc;
-use crate::sequencer::{CommitListener, Draft, SequencerConfig, Sequencers, store_error};
+use crate::api::{Caller, CoreApi, PeerError, Peers};
+use crate::hlc::{Hlc, format_ts};
+use crate::sequencer::{
+    CommitListener, Draft, SequenceError, SequencerConfig, Sequencers, store_error,
+};
 use async_trait::async_trait;
 use confab_auth::{TokenIssuer, hash_password, verify_password};
 use confab_events::{EventLog, FanOut, Subscription};
@@ -12,17 +14,18 @@ use confab_presence::{PresenceError, PresenceStore};
 use confab_proto::event::{TeamEvent, TeamEventBody};
 use confab_proto::limits::{
     MAX_CHANNEL_NAME_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_GROUP_DM_MEMBERS, MAX_HISTORY_LIMIT,
-    MAX_PRESENCE_IDS, MAX_TEXT_BYTES,
+    MAX_PRESENCE_IDS, MAX_PUSH_SUBSCRIPTIONS_PER_USER, MAX_PUSH_URL_BYTES, MAX_TEXT_BYTES,
 };
 use confab_proto::rest::{
-    BootChannel, CreateChannelRequest, CreateTeamRequest, CreateTeamResponse, HistoryResponse,
-    LoginRequest, LoginResponse, NewUser, PostMessageRequest, UserPresence,
+    BootChannel, CreateChannelRequest, CreatePushSubscriptionRequest, CreateTeamRequest,
+    CreateTeamResponse, HistoryResponse, LoginRequest, LoginResponse, NewUser, PostMessageRequest,
+    PushSubscriptionView, UserPresence,
 };
 use confab_proto::rtm::PresenceSetting;
 use confab_proto::{
     ApiError, Channel, ChannelId, ChannelKind, ErrorCode, Message, Team, TeamId, User, UserId,
 };
-use confab_store::{ChannelRecord, Conflict, Store, StoreError, UserRecord};
+use confab_store::{ChannelRecord, Conflict, PushSubscription, Store, StoreError, UserRecord};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +44,11 @@ pub struct ChatConfig {
     /// Per-team buffer of an edge's event subscription before it is cut off.
     pub subscription_buffer: usize,
     pub sequencer: SequencerConfig,
+    /// This node's name in the cluster; channel leases name it.
+    pub node: String,
+    /// The other core nodes, to forward a post to its channel's lease holder; `None` for
+    /// a single node.
+    pub peers: Option<Arc<dyn Peers>>,
 }
 
 impl Default for ChatConfig {
@@ -50,6 +58,8 @@ impl Default for ChatConfig {
             token_lifetime: Duration::from_secs(30 * 24 * 3600),
             subscription_buffer: 65_536,
             sequencer: SequencerConfig::default(),
+            node: "local".to_string(),
+            peers: None,
         }
     }
 }
@@ -124,11 +134,15 @@ impl ChatService {
             fanout: Arc::clone(&fanout),
             side_effects,
         });
+        // A lease names this process, not just the node: a restarted node must not
+        // renew what its previous incarnation held (and may still be writing under).
+        let mut sequencer = config.sequencer.clone();
+        sequencer.holder = format!("{}@{}", config.node, ulid::Ulid::new());
         let sequencers = Sequencers::new(
             Arc::clone(&store),
             Arc::new(Hlc::new()),
             publisher,
-            config.sequencer.clone(),
+            sequencer,
         );
         let decoy_hash = hash_password("decoy password that matches nothing").map_err(internal)?;
         let service = Arc::new(Self {
@@ -148,6 +162,66 @@ impl ChatService {
         ));
         tokio::spawn(forward_presence(presence, fanout));
         Ok(service)
+    }
+
+    /// Checks a post and has it sequenced: here if this node holds (or can take) the
+    /// channel's lease; otherwise, when `may_forward`, by the node that holds it. A
+    /// holder that cannot be reached keeps its lease until it runs out, so the post
+    /// waits for that (and then takes the lease here) rather than failing at once.
+    async fn sequence(
+        &self,
+        caller: &Caller,
+        req: PostMessageRequest,
+        may_forward: bool,
+    ) -> Result<Message, ApiError> {
+        check_post(&req)?;
+        self.member_channel(caller, &req.channel).await?;
+        let patience = self.config.sequencer.lease_ttl * 2 + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let draft = Draft {
+                user: caller.user.clone(),
+                text: req.text.clone(),
+                client_msg_id: req.client_msg_id.clone(),
+            };
+            let held_by = match self
+                .sequencers
+                .submit(&caller.team, &req.channel, draft)
+                .await
+            {
+                Ok(message) => return own_message(caller, message),
+                Err(SequenceError::Failed(error)) => return Err(error),
+                Err(SequenceError::HeldBy { holder, .. }) => holder,
+            };
+            let node = holder_node(&held_by);
+            let peers = self.config.peers.as_ref().filter(|_| may_forward);
+            if let Some(peers) = peers
+                && node != self.config.node
+            {
+                match peers.sequence_at(node, caller, req.clone()).await {
+                    Ok(message) => {
+                        forward_metrics::forwarded();
+                        return own_message(caller, message);
+                    }
+                    Err(PeerError::Api(error)) if error.code != ErrorCode::Unavailable => {
+                        return Err(error);
+                    }
+                    // Unreachable, lost, or the lease moved on: ask again below.
+                    Err(error) => {
+                        tracing::debug!(%node, %error, channel = %req.channel, "forwarding a post failed; retrying");
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the channel's sequencer ({node}) did not take the message within {patience:?}; retry"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops taking messages, lets queued sends finish (bounded by `grace`), then makes
@@ -631,41 +705,15 @@ impl CoreApi for ChatService {
         caller: &Caller,
         req: PostMessageRequest,
     ) -> Result<Message, ApiError> {
-        if req.text.trim().is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::EmptyMessage,
-                "message text is empty",
-            ));
-        }
-        if req.text.len() > MAX_TEXT_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::MessageTooLong,
-                format!(
-                    "message text is {} bytes; the limit is {MAX_TEXT_BYTES}",
-                    req.text.len()
-                ),
-            ));
-        }
-        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-            return Err(invalid(format!(
-                "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_BYTES} bytes"
-            )));
-        }
-        self.member_channel(caller, &req.channel).await?;
-        let draft = Draft {
-            user: caller.user.clone(),
-            text: req.text,
-            client_msg_id: req.client_msg_id,
-        };
-        let message = self
-            .sequencers
-            .submit(&caller.team, &req.channel, draft)
-            .await?;
-        if message.user != caller.user {
-            // Another user's message holds this client_msg_id: never hand it out as ours.
-            return Err(invalid("client_msg_id is already used in this channel"));
-        }
-        Ok(message)
+        self.sequence(caller, req, true).await
+    }
+
+    async fn sequence_message(
+        &self,
+        caller: &Caller,
+        req: PostMessageRequest,
+    ) -> Result<Message, ApiError> {
+        self.sequence(caller, req, false).await
     }
 
     async fn history(
@@ -823,6 +871,67 @@ impl CoreApi for ChatService {
             .zip(states)
             .map(|(id, presence)| UserPresence { id, presence })
             .collect())
+    }
+
+    async fn create_push_subscription(
+        &self,
+        caller: &Caller,
+        req: CreatePushSubscriptionRequest,
+    ) -> Result<PushSubscriptionView, ApiError> {
+        let url = check_push_url(&req.url)?;
+        let existing = self
+            .store
+            .push_subscriptions(&caller.team, &caller.user)
+            .await
+            .map_err(store_error)?;
+        if existing.len() >= MAX_PUSH_SUBSCRIPTIONS_PER_USER {
+            return Err(invalid(format!(
+                "at most {MAX_PUSH_SUBSCRIPTIONS_PER_USER} push subscriptions per user; delete one first"
+            )));
+        }
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let subscription = PushSubscription {
+            team: caller.team.clone(),
+            user: caller.user.clone(),
+            id: format!("P{}", ulid::Ulid::new()),
+            url,
+            created_ts: format_ts(micros),
+        };
+        self.store
+            .create_push_subscription(&subscription)
+            .await
+            .map_err(store_error)?;
+        Ok(push_view(subscription))
+    }
+
+    async fn push_subscriptions(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<PushSubscriptionView>, ApiError> {
+        let subscriptions = self
+            .store
+            .push_subscriptions(&caller.team, &caller.user)
+            .await
+            .map_err(store_error)?;
+        Ok(subscriptions.into_iter().map(push_view).collect())
+    }
+
+    async fn delete_push_subscription(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        let deleted = self
+            .store
+            .delete_push_subscription(&caller.team, &caller.user, id)
+            .await
+            .map_err(store_error)?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no such push subscription",
+            ))
+        }
     }
 
     async fn subscribe(&self, team: &TeamId) -> Result<Subscription, ApiError> {
@@ -998,6 +1107,94 @@ fn conflict_error(error: StoreError) -> ApiError {
 
 fn presence_error(error: PresenceError) -> ApiError {
     ApiError::new(ErrorCode::Unavailable, error.to_string())
+}
+
+/// The limits a post must meet before anything else is looked up.
+fn check_post(req: &PostMessageRequest) -> Result<(), ApiError> {
+    if req.text.trim().is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::EmptyMessage,
+            "message text is empty",
+        ));
+    }
+    if req.text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::MessageTooLong,
+            format!(
+                "message text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                req.text.len()
+            ),
+        ));
+    }
+    if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+        return Err(invalid(format!(
+            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored message, unless another user's message holds this `client_msg_id`: that
+/// one is never handed out as the caller's.
+fn own_message(caller: &Caller, message: Message) -> Result<Message, ApiError> {
+    if message.user != caller.user {
+        return Err(invalid("client_msg_id is already used in this channel"));
+    }
+    Ok(message)
+}
+
+mod forward_metrics {
+    //! Posts this node handed to a channel's lease holder.
+    use prometheus::IntCounter;
+    use std::sync::LazyLock;
+
+    static FORWARDED: LazyLock<IntCounter> = LazyLock::new(|| {
+        let counter = IntCounter::new(
+            "confab_chat_posts_forwarded_total",
+            "Posts forwarded to the core node holding the channel's lease",
+        )
+        .expect("valid metric");
+        let _ = prometheus::register(Box::new(counter.clone()));
+        counter
+    });
+
+    pub fn forwarded() {
+        FORWARDED.inc();
+    }
+}
+
+/// The node name in a lease holder (`NODE@INCARNATION`).
+fn holder_node(holder: &str) -> &str {
+    holder.split('@').next().unwrap_or(holder)
+}
+
+/// A push sink URL the notify worker can POST to: absolute `https://` or `http://` with
+/// a host, no credentials, within the length limit. Returned trimmed.
+fn check_push_url(url: &str) -> Result<String, ApiError> {
+    let url = url.trim();
+    let bad = |why: &str| Err(invalid(format!("push url {why}")));
+    if url.is_empty() || url.len() > MAX_PUSH_URL_BYTES {
+        return bad(&format!("must be 1 to {MAX_PUSH_URL_BYTES} bytes"));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("must be an absolute http(s) URL");
+    };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return bad("must use https or http");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || url.chars().any(char::is_whitespace) {
+        return bad("must name a host (and no credentials or spaces)");
+    }
+    Ok(url.to_string())
+}
+
+fn push_view(subscription: PushSubscription) -> PushSubscriptionView {
+    PushSubscriptionView {
+        id: subscription.id,
+        url: subscription.url,
+        created_ts: subscription.created_ts,
+    }
 }
 
 #[cfg(test)]

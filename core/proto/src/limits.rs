@@ -29,3 +29,9 @@ pub const MAX_GROUP_DM_MEMBERS: usize = 9;
 
 /// Channel name length bounds, in bytes.
 pub const MAX_CHANNEL_NAME_BYTES: usize = 80;
+
+/// Longest push subscription URL.
+pub const MAX_PUSH_URL_BYTES: usize = 2048;
+
+/// Most push subscriptions (devices, sinks) one user may register.
+pub const MAX_PUSH_SUBSCRIPTIONS_PER_USER: usize = 10;

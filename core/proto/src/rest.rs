@@ -140,3 +140,30 @@ pub struct UserPresence {
 pub struct OkResponse {
     pub ok: bool,
 }
+
+/// Body of `POST /v1/push/subscriptions`: where to POST the caller's push notifications.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatePushSubscriptionRequest {
+    /// An absolute `https://` (or `http://`) URL.
+    pub url: String,
+}
+
+/// A registered push sink of the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscriptionView {
+    pub id: String,
+    pub url: String,
+    pub created_ts: String,
+}
+
+/// Answer to `POST /v1/push/subscriptions` (201).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushSubscriptionResponse {
+    pub subscription: PushSubscriptionView,
+}
+
+/// Answer to `GET /v1/push/subscriptions`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushSubscriptionsResponse {
+    pub subscriptions: Vec<PushSubscriptionView>,
+}

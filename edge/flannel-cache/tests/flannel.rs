@@ -8,8 +8,9 @@ use confab_events::Subscription;
 use confab_flannel_cache::{Flannel, FlannelConfig};
 use confab_proto::event::{TeamEvent, TeamEventBody};
 use confab_proto::rest::{
-    BootChannel, CreateChannelRequest, CreateTeamRequest, CreateTeamResponse, HistoryResponse,
-    LoginRequest, LoginResponse, NewUser, PostMessageRequest, UserPresence,
+    BootChannel, CreateChannelRequest, CreatePushSubscriptionRequest, CreateTeamRequest,
+    CreateTeamResponse, HistoryResponse, LoginRequest, LoginResponse, NewUser, PostMessageRequest,
+    PushSubscriptionView, UserPresence,
 };
 use confab_proto::rtm::PresenceSetting;
 use confab_proto::{
@@ -456,6 +457,31 @@ impl CoreApi for FakeCore {
         _users: &[UserId],
     ) -> Result<Vec<UserPresence>, ApiError> {
         Err(unsupported())
+    }
+
+    async fn create_push_subscription(
+        &self,
+        _caller: &Caller,
+        _req: CreatePushSubscriptionRequest,
+    ) -> Result<PushSubscriptionView, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::Internal,
+            "not used by these tests",
+        ))
+    }
+
+    async fn push_subscriptions(
+        &self,
+        _caller: &Caller,
+    ) -> Result<Vec<PushSubscriptionView>, ApiError> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_push_subscription(&self, _caller: &Caller, _id: &str) -> Result<(), ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no such push subscription",
+        ))
     }
 
     async fn subscribe(&self, team: &TeamId) -> Result<Subscription, ApiError> {

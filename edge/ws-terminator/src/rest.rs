@@ -12,8 +12,9 @@ use confab_chat::{Caller, CoreApi};
 use confab_flannel_cache::Flannel;
 use confab_proto::limits::{DEFAULT_HISTORY_LIMIT, MAX_BODY_BYTES, MAX_HISTORY_LIMIT};
 use confab_proto::rest::{
-    ChannelResponse, ChannelsResponse, CreateChannelRequest, CreateTeamRequest, LoginRequest,
-    MessageResponse, NewUser, OkResponse, PostMessageRequest, UserIdsRequest, UserResponse,
+    ChannelResponse, ChannelsResponse, CreateChannelRequest, CreatePushSubscriptionRequest,
+    CreateTeamRequest, LoginRequest, MessageResponse, NewUser, OkResponse, PostMessageRequest,
+    PushSubscriptionResponse, PushSubscriptionsResponse, UserIdsRequest, UserResponse,
     UsersResponse,
 };
 use confab_proto::{ApiError, ChannelId, ErrorCode, UserId};
@@ -115,6 +116,8 @@ enum Route<'a> {
     Dms,
     Messages,
     Boot,
+    PushSubscriptions,
+    PushSubscription(&'a str),
 }
 
 impl Route<'_> {
@@ -136,6 +139,8 @@ impl Route<'_> {
             Self::Dms => "/v1/dms",
             Self::Messages => "/v1/messages",
             Self::Boot => "/v1/boot",
+            Self::PushSubscriptions => "/v1/push/subscriptions",
+            Self::PushSubscription(_) => "/v1/push/subscriptions/{id}",
         }
     }
 
@@ -161,6 +166,8 @@ impl Route<'_> {
             ["v1", "dms"] => Route::Dms,
             ["v1", "messages"] => Route::Messages,
             ["v1", "boot"] => Route::Boot,
+            ["v1", "push", "subscriptions"] => Route::PushSubscriptions,
+            ["v1", "push", "subscriptions", id] if !id.is_empty() => Route::PushSubscription(id),
             _ => return None,
         };
         Some(route)
@@ -324,6 +331,22 @@ impl RestApi {
             (Route::Boot, &M::GET) => {
                 let caller = self.authenticate(req)?;
                 ok(&self.flannel.boot(&caller).await?)
+            }
+            (Route::PushSubscriptions, &M::POST) => {
+                let caller = self.authenticate(req)?;
+                let body: CreatePushSubscriptionRequest = parse_body(req)?;
+                let subscription = self.core.create_push_subscription(&caller, body).await?;
+                created(&PushSubscriptionResponse { subscription })
+            }
+            (Route::PushSubscriptions, &M::GET) => {
+                let caller = self.authenticate(req)?;
+                let subscriptions = self.core.push_subscriptions(&caller).await?;
+                ok(&PushSubscriptionsResponse { subscriptions })
+            }
+            (Route::PushSubscription(id), &M::DELETE) => {
+                let caller = self.authenticate(req)?;
+                self.core.delete_push_subscription(&caller, id).await?;
+                ok(&OkResponse { ok: true })
             }
             (_, method) => Err(ApiError::new(
                 ErrorCode::MethodNotAllowed,

@@ -45,6 +45,8 @@ const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 pub const ALPN_H3: &[u8] = b"h3";
+/// The internal edge ↔ core and core ↔ core link (mutual TLS).
+pub const ALPN_LINK: &[u8] = b"confab-link/1";
 
 /// The server's certificate chain and key, and where they are on disk.
 pub struct TlsMaterial {
@@ -97,29 +99,43 @@ pub enum TlsError {
 /// reason to make a new CA, since clients may already trust the old one.
 pub fn ensure_local_tls(data_dir: &Path, hostnames: &[String]) -> Result<TlsMaterial, TlsError> {
     let dir = data_dir.join(TLS_DIR);
-    fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
+    ensure_tls(&dir, &dir, hostnames)
+}
+
+/// Like [`ensure_local_tls`], with the CA in `ca_dir` shared by several nodes (a local
+/// cluster) and this node's certificate in `node_dir`. The certificate serves both as a
+/// server certificate and as the node's client certificate on the internal link.
+pub fn ensure_tls(
+    ca_dir: &Path,
+    node_dir: &Path,
+    hostnames: &[String],
+) -> Result<TlsMaterial, TlsError> {
+    fs::create_dir_all(ca_dir).map_err(|source| io_error(ca_dir, source))?;
+    fs::create_dir_all(node_dir).map_err(|source| io_error(node_dir, source))?;
     let names = leaf_names(hostnames);
-    let ca = load_or_create_ca(&dir)?;
+    let ca = load_or_create_ca(ca_dir)?;
 
     let reused = if ca.fresh {
         None
     } else {
-        load_leaf(&dir, &ca, &names)?
+        load_leaf(node_dir, &ca, &names)?
     };
     let (cert_chain, key) = match reused {
         Some(leaf) => leaf,
-        None => issue_leaf(&dir, &ca, &names, LEAF_VALIDITY)?,
+        None => issue_leaf(node_dir, &ca, &names, LEAF_VALIDITY)?,
     };
     let material = TlsMaterial {
-        ca_path: dir.join(CA_FILE),
-        cert_path: dir.join(LEAF_FILE),
-        key_path: dir.join(LEAF_KEY_FILE),
+        ca_path: ca_dir.join(CA_FILE),
+        cert_path: node_dir.join(LEAF_FILE),
+        key_path: node_dir.join(LEAF_KEY_FILE),
         cert_chain,
         key,
     };
     // Fail here, at start, rather than in the listeners' infallible constructors.
     build_server_config(&material, false, ALPN_HTTP11)?;
     build_server_config(&material, true, ALPN_H3)?;
+    build_link_server_config(&material)?;
+    build_link_client_config(&material)?;
     Ok(material)
 }
 
@@ -165,6 +181,59 @@ pub fn client_config_trusting(
         .with_no_client_auth();
     config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
+}
+
+/// The internal link's listener (a core node): TLS 1.3, ALPN `confab-link/1`, and a
+/// client certificate from the same CA is required — only nodes of the cluster connect.
+///
+/// # Panics
+/// If the material does not fit together, which [`ensure_tls`] rules out.
+pub fn link_server_config(material: &TlsMaterial) -> Arc<ServerConfig> {
+    Arc::new(build_link_server_config(material).expect("TLS material checked at load"))
+}
+
+/// The internal link's client side (an edge, or a core forwarding to its peer): trusts
+/// only the cluster CA and presents this node's certificate.
+///
+/// # Panics
+/// If the material does not fit together, which [`ensure_tls`] rules out.
+pub fn link_client_config(material: &TlsMaterial) -> Arc<ClientConfig> {
+    Arc::new(build_link_client_config(material).expect("TLS material checked at load"))
+}
+
+/// The CA certificate ending the chain, as a root store.
+fn ca_roots(material: &TlsMaterial) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let ca = material
+        .cert_chain
+        .last()
+        .ok_or_else(|| invalid(&material.cert_path, "empty certificate chain"))?;
+    roots.add(ca.clone())?;
+    Ok(roots)
+}
+
+fn build_link_server_config(material: &TlsMaterial) -> Result<ServerConfig, TlsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(ca_roots(material)?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| invalid(&material.ca_path, format!("client verifier: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.cert_chain.clone(), material.key.clone_key())?;
+    config.alpn_protocols = vec![ALPN_LINK.to_vec()];
+    Ok(config)
+}
+
+fn build_link_client_config(material: &TlsMaterial) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(ca_roots(material)?)
+        .with_client_auth_cert(material.cert_chain.clone(), material.key.clone_key())?;
+    config.alpn_protocols = vec![ALPN_LINK.to_vec()];
+    Ok(config)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -329,6 +398,10 @@ fn check_leaf(
     if remaining < RENEW_BEFORE {
         return Err("expires soon");
     }
+    match leaf.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.server_auth && eku.value.client_auth => {}
+        _ => return Err("not usable as both server and client certificate"),
+    }
     let covered = certificate_names(&leaf);
     if names.iter().any(|name| !covered.contains(name)) {
         return Err("does not cover every host name");
@@ -355,7 +428,11 @@ fn issue_leaf(
         .push(DnType::CommonName, "confab dev server");
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // Client auth too: a node presents the same certificate on the internal link.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.not_before = now - BACKDATE;
     params.not_after = now + validity;
     let key = KeyPair::generate()?;

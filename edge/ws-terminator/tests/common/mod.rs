@@ -10,8 +10,9 @@ use confab_chat::{Caller, CoreApi};
 use confab_events::Subscription;
 use confab_proto::event::{TeamEvent, TeamEventBody};
 use confab_proto::rest::{
-    BootChannel, CreateChannelRequest, CreateTeamRequest, CreateTeamResponse, HistoryResponse,
-    LoginRequest, LoginResponse, NewUser, PostMessageRequest, UserPresence,
+    BootChannel, CreateChannelRequest, CreatePushSubscriptionRequest, CreateTeamRequest,
+    CreateTeamResponse, HistoryResponse, LoginRequest, LoginResponse, NewUser, PostMessageRequest,
+    PushSubscriptionView, UserPresence,
 };
 use confab_proto::rtm::PresenceSetting;
 use confab_proto::{
@@ -551,6 +552,31 @@ impl CoreApi for FakeCore {
                 presence: state.presence.get(u).copied().unwrap_or(Presence::Away),
             })
             .collect())
+    }
+
+    async fn create_push_subscription(
+        &self,
+        _caller: &Caller,
+        _req: CreatePushSubscriptionRequest,
+    ) -> Result<PushSubscriptionView, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::Internal,
+            "not used by these tests",
+        ))
+    }
+
+    async fn push_subscriptions(
+        &self,
+        _caller: &Caller,
+    ) -> Result<Vec<PushSubscriptionView>, ApiError> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_push_subscription(&self, _caller: &Caller, _id: &str) -> Result<(), ApiError> {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no such push subscription",
+        ))
     }
 
     async fn subscribe(&self, team: &TeamId) -> Result<Subscription, ApiError> {
