@@ -2,6 +2,7 @@
 //! sending RTM `message`s at a fixed total rate. Measures send → receive latency at every
 //! member, delivered messages/s, and whether every member got every acknowledged message.
 
+use crate::ceiling::CeilingServer;
 use crate::net::{self, Result, Server};
 use crate::{Report, latency_histogram};
 use futures::{SinkExt, StreamExt};
@@ -30,6 +31,22 @@ pub struct FanoutBench {
     /// How long members may still receive after the last send before the rest is lost.
     pub drain: Duration,
     pub server_bin: Option<PathBuf>,
+    pub target: FanoutTarget,
+}
+
+/// What the generator drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FanoutTarget {
+    /// `confab dev`: a team, users, a channel, RTM with durable, ordered sends.
+    Confab,
+    /// The bare broadcast server of [`crate::ceiling`]: the same wire, none of the work.
+    Ceiling,
+}
+
+/// The server under test, stopped after the run.
+enum Running {
+    Confab(Server),
+    Ceiling(CeilingServer),
 }
 
 /// What one member saw.
@@ -52,24 +69,27 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
         )
         .into());
     }
-    let (server, target) = Server::start(params.server_bin.as_deref()).await?;
     let setup_started = Instant::now();
-    let admin = net::create_team(&target).await?;
-    let users = net::create_users(&target, &admin, params.members.saturating_sub(1), 8).await?;
-    let (ids, emails): (Vec<String>, Vec<String>) = users.into_iter().unzip();
-    let mut sessions = vec![admin.clone()];
-    sessions.extend(net::login_all(&target, &admin.domain, emails, 8).await?);
-    let mut http = net::Http::connect(&target).await?;
-    let channel = net::create_channel(&mut http, &admin, "fanout").await?;
-    net::add_members(&mut http, &admin, &channel, &ids).await?;
+    let (server, target, tokens, channel) = match params.target {
+        FanoutTarget::Confab => {
+            let (server, target) = Server::start(params.server_bin.as_deref()).await?;
+            let (tokens, channel) = confab_setup(&target, params.members).await?;
+            (Running::Confab(server), target, tokens, channel)
+        }
+        FanoutTarget::Ceiling => {
+            let (server, target) = CeilingServer::start().await?;
+            let tokens = vec![String::new(); params.members];
+            (Running::Ceiling(server), target, tokens, "ceiling".to_string())
+        }
+    };
 
     // Connect everyone before the first send so no member misses messages by arriving late.
-    let sessions = Arc::new(sessions);
-    let connections = net::for_each_indexed(&target, sessions.len(), 32, {
-        let (sessions, target) = (Arc::clone(&sessions), target.clone());
+    let tokens = Arc::new(tokens);
+    let connections = net::for_each_indexed(&target, tokens.len(), 32, {
+        let (tokens, target) = (Arc::clone(&tokens), target.clone());
         move |http, i| {
-            let (sessions, target) = (Arc::clone(&sessions), target.clone());
-            async move { (http, net::connect_rtm(&target, &sessions[i].token).await) }
+            let (tokens, target) = (Arc::clone(&tokens), target.clone());
+            async move { (http, net::connect_rtm(&target, &tokens[i]).await) }
         }
     })
     .await?;
@@ -160,10 +180,16 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
             lost += expected.saturating_sub(got);
         }
     }
-    server.stop().await;
+    match server {
+        Running::Confab(server) => server.stop().await,
+        Running::Ceiling(server) => server.stop(),
+    }
     let members = params.members as u64;
     Ok(Report {
-        scenario: "fanout",
+        scenario: match params.target {
+            FanoutTarget::Confab => "fanout",
+            FanoutTarget::Ceiling => "fanout (bare broadcast ceiling)",
+        },
         operations: delivered,
         elapsed,
         latency_us,
@@ -184,6 +210,20 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
             format!("setup {:.1} s", setup.as_secs_f64()),
         ],
     })
+}
+
+/// A team of `members` users (the admin first) in one channel; their tokens and the
+/// channel id.
+async fn confab_setup(target: &net::Target, members: usize) -> Result<(Vec<String>, String)> {
+    let admin = net::create_team(target).await?;
+    let users = net::create_users(target, &admin, members.saturating_sub(1), 8).await?;
+    let (ids, emails): (Vec<String>, Vec<String>) = users.into_iter().unzip();
+    let mut sessions = vec![admin.clone()];
+    sessions.extend(net::login_all(target, &admin.domain, emails, 8).await?);
+    let mut http = net::Http::connect(target).await?;
+    let channel = net::create_channel(&mut http, &admin, "fanout").await?;
+    net::add_members(&mut http, &admin, &channel, &ids).await?;
+    Ok((sessions.into_iter().map(|s| s.token).collect(), channel))
 }
 
 /// One member's receive loop: records latency of every `message` event, counts ok replies

@@ -1,7 +1,8 @@
 //! confab's benchmarks. Each scenario is a function returning a [`Report`] so the binary,
-//! CI's `--quick` smoke runs and future comparisons with peer servers share one code path.
+//! CI's `--quick` smoke runs and comparisons with other servers share one code path.
 
 pub mod boot;
+pub mod ceiling;
 pub mod fanout;
 pub mod history;
 pub mod net;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use confab_bench::boot::BootBench;
-use confab_bench::fanout::FanoutBench;
+use confab_bench::fanout::{FanoutBench, FanoutTarget};
 use confab_bench::history::HistoryBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
@@ -54,6 +54,10 @@ enum Scenario {
         /// Seconds members may still receive after the last send.
         #[arg(long, default_value_t = 10)]
         drain_seconds: u64,
+        /// `confab`, or `ceiling`: a bare WSS broadcast server on the same stack with
+        /// none of confab's work, the most this box can do.
+        #[arg(long, default_value = "confab")]
+        target: String,
     },
     /// Fill one channel, then read random 50-message history pages concurrently.
     History {
@@ -126,7 +130,16 @@ async fn main() -> ExitCode {
             rate,
             seconds: s,
             drain_seconds,
+            target,
         } => {
+            let target = match target.as_str() {
+                "confab" => FanoutTarget::Confab,
+                "ceiling" => FanoutTarget::Ceiling,
+                other => {
+                    eprintln!("confab-bench: unknown --target {other:?} (confab, ceiling)");
+                    return ExitCode::FAILURE;
+                }
+            };
             confab_bench::fanout::run(FanoutBench {
                 members: if quick { members.min(5) } else { members },
                 senders: if quick { senders.min(2) } else { senders },
@@ -134,6 +147,7 @@ async fn main() -> ExitCode {
                 duration: seconds(s),
                 drain: Duration::from_secs(drain_seconds),
                 server_bin,
+                target,
             })
             .await
         }

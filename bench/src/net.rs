@@ -108,6 +108,13 @@ async fn listening_addr(stdout: tokio::process::ChildStdout) -> Result<SocketAdd
 }
 
 impl Target {
+    /// A target at `addr` whose certificate chains to the CA in `ca_path`.
+    pub fn trusting(addr: SocketAddr, ca_path: &Path) -> Result<Self> {
+        let tls =
+            confab_ws_terminator::tls::client_config_trusting(ca_path, &[b"http/1.1".to_vec()])?;
+        Ok(Self { addr, tls })
+    }
+
     async fn tls_stream(&self) -> Result<TlsStream<tokio::net::TcpStream>> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;

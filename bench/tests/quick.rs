@@ -44,6 +44,16 @@ fn fanout_scenario_delivers_everything() {
 }
 
 #[test]
+fn fanout_ceiling_runs_the_same_generator() {
+    let row = quick_row(
+        &["fanout", "--target", "ceiling"],
+        "fanout (bare broadcast ceiling)",
+    );
+    assert!(operations(&row) > 0, "{row}");
+    assert!(row.contains("lost 0 of"), "{row}");
+}
+
+#[test]
 fn history_scenario_reads_full_pages() {
     let row = quick_row(&["history"], "history");
     assert!(operations(&row) > 0, "{row}");

@@ -15,25 +15,25 @@ fn spec() -> ClusterSpec {
 }
 
 /// Every message of a channel, oldest first.
-async fn full_history(rest: &RestClient, token: &str, channel: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let path = match before {
-            Some(b) => format!("/v1/channels/{channel}/history?limit=200&before={b}"),
-            None => format!("/v1/channels/{channel}/history?limit=200"),
-        };
-        let (status, body) = rest.get(&path, Some(token)).await;
-        assert_eq!(status, 200, "{body}");
-        let page = body["messages"].as_array().unwrap().clone();
-        before = page.last().and_then(|m| m["seq"].as_u64());
-        all.extend(page);
-        if !body["has_more"].as_bool().unwrap() {
-            break;
-        }
-    }
+async fn full_history(rest: &RestClient, by: &Session, channel: &str) -> Vec<Value> {
+    let mut all = rest.full_history(by, channel, 200).await;
     all.reverse();
     all
+}
+
+/// The `seq`s of the message events `rtm` receives until it has `count` (or 20 s pass).
+async fn live_seqs(rtm: &mut RtmClient, count: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seqs.len() < count && Instant::now() < deadline {
+        for event in rtm
+            .drain_events("message", Duration::from_millis(200))
+            .await
+        {
+            seqs.push(event["seq"].as_u64().unwrap());
+        }
+    }
+    seqs
 }
 
 /// Posts over REST until acknowledged, retrying the same `client_msg_id` on 503 (a core
@@ -153,7 +153,7 @@ async fn clients_on_two_edges_share_one_dense_order() {
         );
     }
     let total = 2 + 4 * PER_SENDER;
-    let history = full_history(&rest_b, &bob.token, &channel).await;
+    let history = full_history(&rest_b, &bob, &channel).await;
     assert_dense_and_unique(&history, total);
 
     // Both cores took posts from their edges; core-2 (edge 2's) handed its share to
@@ -180,16 +180,7 @@ async fn clients_on_two_edges_share_one_dense_order() {
 
     // Each client saw every message live, in seq order, once.
     for (rtm, name) in [(&mut alice_rtm, "alice"), (&mut bob_rtm, "bob")] {
-        let mut seqs: Vec<u64> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while seqs.len() < total - 1 && Instant::now() < deadline {
-            for event in rtm
-                .drain_events("message", Duration::from_millis(200))
-                .await
-            {
-                seqs.push(event["seq"].as_u64().unwrap());
-            }
-        }
+        let seqs = live_seqs(rtm, total - 1).await;
         let first = seqs.first().copied().unwrap_or(0);
         assert_eq!(
             seqs,
@@ -264,7 +255,7 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
         acked.extend(sender.await.unwrap());
     }
     let recovered_in = killed_at.elapsed();
-    let history = full_history(&rest_b, &bob.token, &channel).await;
+    let history = full_history(&rest_b, &bob, &channel).await;
     assert_dense_and_unique(&history, 1 + 2 * PER_SENDER);
     let stored: BTreeSet<String> = history
         .iter()
@@ -288,15 +279,6 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
     );
 
     // The watcher on the surviving side saw every message once, in order.
-    let mut seqs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seqs.len() < 2 * PER_SENDER && Instant::now() < deadline {
-        for event in watcher
-            .drain_events("message", Duration::from_millis(200))
-            .await
-        {
-            seqs.push(event["seq"].as_u64().unwrap());
-        }
-    }
+    let seqs = live_seqs(&mut watcher, 2 * PER_SENDER).await;
     assert_eq!(seqs, (2..=1 + 2 * PER_SENDER as u64).collect::<Vec<_>>());
 }

@@ -2,6 +2,7 @@
 //! SIGKILL right after acks and restarted on the same data directory. SIGTERM drains:
 //! clients get `goodbye`.
 
+use confab_test_support::cluster::signal;
 use confab_test_support::{RestClient, RtmClient, unique};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -40,16 +41,6 @@ fn spawn_confab(data_dir: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// Sends a signal with the `kill` command (the workspace forbids `unsafe`, so no libc).
-fn signal(child: &Child, signal: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acked_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +62,7 @@ async fn every_acked_message_survives_kill_9() {
         assert_eq!(reply["ok"], true, "{reply}");
         acked.push(reply["message"].clone());
     }
-    signal(&child, 9);
+    signal(&child, "KILL");
     child.wait().unwrap();
 
     let (mut child, addr) = spawn_confab(dir.path());
@@ -115,7 +106,7 @@ async fn every_acked_message_survives_kill_9() {
         .await;
     assert_eq!(status, 201);
     assert_eq!(body["message"]["seq"], json!(seqs.len() as u64 + 1));
-    signal(&child, 9);
+    signal(&child, "KILL");
     child.wait().unwrap();
 }
 
@@ -131,7 +122,7 @@ async fn sigterm_says_goodbye_and_keeps_acked_messages() {
     let reply = rtm.send_message(&channel, "before stop", "b1").await;
     assert_eq!(reply["ok"], true);
 
-    signal(&child, 15);
+    signal(&child, "TERM");
     let goodbye = rtm.next_event("goodbye").await;
     assert!(goodbye["reason"].is_string(), "{goodbye}");
     let status = child.wait().unwrap();
@@ -147,6 +138,6 @@ async fn sigterm_says_goodbye_and_keeps_acked_messages() {
         )
         .await;
     assert_eq!(history["messages"][0]["text"], "before stop", "{history}");
-    signal(&child, 9);
+    signal(&child, "KILL");
     child.wait().unwrap();
 }

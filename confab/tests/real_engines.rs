@@ -37,29 +37,6 @@ fn config() -> NodeConfig {
         .expect("valid config")
 }
 
-/// Every message of a channel, newest first, paging with `before`; also checks that
-/// pages are full until the last and hold `page` messages at most.
-async fn all_history(rest: &RestClient, token: &str, channel: &str, page: usize) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let path = match before {
-            Some(b) => format!("/v1/channels/{channel}/history?limit={page}&before={b}"),
-            None => format!("/v1/channels/{channel}/history?limit={page}"),
-        };
-        let (status, body) = rest.get(&path, Some(token)).await;
-        assert_eq!(status, 200, "{body}");
-        let messages = body["messages"].as_array().unwrap().clone();
-        assert!(messages.len() <= page, "{body}");
-        before = messages.last().and_then(|m| m["seq"].as_u64());
-        all.extend(messages);
-        if !body["has_more"].as_bool().unwrap() {
-            break;
-        }
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_on_cassandra_redis_and_kafka_survives_a_restart() {
     let config = config();
@@ -137,7 +114,7 @@ async fn a_conversation_on_cassandra_redis_and_kafka_survives_a_restart() {
     sent.push(first["message"].clone());
 
     // History pages newest first, dense, exactly what was sent.
-    let history = all_history(&rest, &bob.token, &channel, 3).await;
+    let history = rest.full_history(&bob, &channel, 3).await;
     let mut expected = sent.clone();
     expected.reverse();
     assert_eq!(history, expected);
@@ -185,7 +162,7 @@ async fn a_conversation_on_cassandra_redis_and_kafka_survives_a_restart() {
     node.restart().await;
     let rest = RestClient::new(node.addr, &node.ca_path);
     let session = rest.login(&alice.domain, &alice.email).await;
-    let history = all_history(&rest, &session.token, &channel, 2).await;
+    let history = rest.full_history(&session, &channel, 2).await;
     assert_eq!(history, expected, "history after restart");
     let mut a = RtmClient::connect(node.addr, rest.tls_config(), &session.token).await;
     let reply = a.send_message(&channel, "after restart", "m-after").await;

@@ -201,4 +201,26 @@ impl RestClient {
         )
         .await
     }
+
+    /// Every message of a channel, newest first, paging with `before` `page` at a time;
+    /// checks that no page holds more than `page`.
+    pub async fn full_history(&self, by: &Session, channel: &str, page: usize) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut before: Option<u64> = None;
+        loop {
+            let path = match before {
+                Some(b) => format!("/v1/channels/{channel}/history?limit={page}&before={b}"),
+                None => format!("/v1/channels/{channel}/history?limit={page}"),
+            };
+            let (status, body) = self.get(&path, Some(&by.token)).await;
+            assert_eq!(status, 200, "{body}");
+            let messages = body["messages"].as_array().unwrap().clone();
+            assert!(messages.len() <= page, "{body}");
+            before = messages.last().and_then(|m| m["seq"].as_u64());
+            all.extend(messages);
+            if !body["has_more"].as_bool().unwrap() {
+                return all;
+            }
+        }
+    }
 }
