@@ -79,7 +79,12 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
         FanoutTarget::Ceiling => {
             let (server, target) = CeilingServer::start().await?;
             let tokens = vec![String::new(); params.members];
-            (Running::Ceiling(server), target, tokens, "ceiling".to_string())
+            (
+                Running::Ceiling(server),
+                target,
+                tokens,
+                "ceiling".to_string(),
+            )
         }
     };
 

@@ -234,16 +234,19 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
         let channel = channel.clone();
         senders.push(tokio::spawn(async move {
             let mut acked = Vec::new();
+            let mut longest = Duration::ZERO;
             for n in 0..PER_SENDER {
                 let id = format!("k{i}-{n}");
+                let started = Instant::now();
                 let message =
                     post_until_acked(&rest, &who, &channel, &id, &id, Duration::from_secs(30))
                         .await;
+                longest = longest.max(started.elapsed());
                 acked.push(id);
                 assert_eq!(message["client_msg_id"], acked.last().unwrap().as_str());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            acked
+            (acked, longest)
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -251,10 +254,18 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
     cluster.kill("core-1");
 
     let mut acked = BTreeSet::new();
+    let mut longest = Duration::ZERO;
     for sender in senders {
-        acked.extend(sender.await.unwrap());
+        let (ids, wait) = sender.await.unwrap();
+        acked.extend(ids);
+        longest = longest.max(wait);
     }
     let recovered_in = killed_at.elapsed();
+    eprintln!(
+        "longest wait for one ack across the kill: {longest:?}; senders done {recovered_in:?} \
+         after it (lease ttl {:?})",
+        spec().lease_ttl
+    );
     let history = full_history(&rest_b, &bob, &channel).await;
     assert_dense_and_unique(&history, 1 + 2 * PER_SENDER);
     let stored: BTreeSet<String> = history
@@ -272,10 +283,10 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
             .any(|line| line.contains("took the channel's lease") && line.contains(&channel)),
         "core-2 never took {channel} over; its log:\n{survivor}"
     );
-    // Everything after the kill waited at most for the lease to run out, plus slack.
+    // No send waited much longer than the lease takes to run out.
     assert!(
-        recovered_in < Duration::from_secs(30),
-        "senders finished {recovered_in:?} after the kill"
+        longest < spec().lease_ttl * 2 + Duration::from_secs(5),
+        "a send waited {longest:?} across the kill"
     );
 
     // The watcher on the surviving side saw every message once, in order.
