@@ -379,9 +379,7 @@ impl CoreApi for ChatService {
             .as_ref()
             .map_or(self.decoy_hash.clone(), |r| r.password_hash.clone());
         let password = req.password;
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(internal)?;
+        let matches = password_work(move || verify_password(&password, &hash)).await?;
         match (team, record) {
             (Some(team), Some(record)) if matches => Ok(LoginResponse {
                 token: self.issue(&team.id, &record.user.id)?,
@@ -1033,9 +1031,8 @@ async fn new_user_record(
         return Err(invalid("password must be 8 to 1024 characters"));
     }
     let password = new.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(internal)?
+    let password_hash = password_work(move || hash_password(&password))
+        .await?
         .map_err(internal)?;
     Ok(UserRecord {
         user: User {
@@ -1107,6 +1104,57 @@ fn conflict_error(error: StoreError) -> ApiError {
 
 fn presence_error(error: PresenceError) -> ApiError {
     ApiError::new(ErrorCode::Unavailable, error.to_string())
+}
+
+/// Password hashes and checks (argon2id: ~19 MiB and tens of milliseconds each) run on a
+/// few long-lived threads of their own, one per core. A login storm — every client
+/// reconnecting after a deploy — then queues here instead of saturating every core, and
+/// memory stays bounded: each thread reuses its allocator arena's 19 MiB block. On
+/// tokio's blocking pool, whose threads come and go over many arenas, every hash left
+/// its block behind; 100 logins took a core to ~1 GiB resident.
+static PASSWORD_WORKERS: std::sync::LazyLock<std::sync::mpsc::Sender<PasswordJob>> =
+    std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        // Unbounded, but every job has a caller waiting for it: the queue is as long as
+        // the number of logins in flight.
+        let (jobs, queue) = std::sync::mpsc::channel::<PasswordJob>();
+        let queue = Arc::new(parking_lot::Mutex::new(queue));
+        for n in 0..cores {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("confab-password-{n}"))
+                .spawn(move || {
+                    loop {
+                        // Take one job and let go of the queue before running it.
+                        let job = queue.lock().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password worker thread");
+            }
+        }
+        jobs
+    });
+
+type PasswordJob = Box<dyn FnOnce() + Send>;
+
+async fn password_work<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: PasswordJob = Box::new(move || {
+        let _ = reply.send(work());
+    });
+    PASSWORD_WORKERS
+        .send(job)
+        .map_err(|_| internal("password workers are gone"))?;
+    answer
+        .await
+        .map_err(|_| internal("a password worker dropped its job"))
 }
 
 /// The limits a post must meet before anything else is looked up.
