@@ -5,6 +5,7 @@ pub mod boot;
 pub mod ceiling;
 pub mod fanout;
 pub mod history;
+pub mod idle;
 pub mod net;
 pub mod store;
 

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use confab_bench::boot::BootBench;
 use confab_bench::fanout::{FanoutBench, FanoutTarget};
 use confab_bench::history::HistoryBench;
+use confab_bench::idle::IdleBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
 use std::path::PathBuf;
@@ -69,6 +70,16 @@ enum Scenario {
         readers: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// K idle RTM connections: server memory per connection and time to open one.
+    /// Documented sizes: 10k (50k needs a raised open-files limit on both sides).
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 3)]
+        settle_seconds: u64,
     },
     /// GET /v1/boot size and latency in a big team, against a full snapshot.
     Boot {
@@ -162,6 +173,23 @@ async fn main() -> ExitCode {
                 writers: if quick { writers.min(16) } else { writers },
                 readers: if quick { readers.min(4) } else { readers },
                 duration: seconds(s),
+                server_bin,
+            })
+            .await
+        }
+        Scenario::Idle {
+            connections,
+            users,
+            settle_seconds,
+        } => {
+            confab_bench::idle::run(IdleBench {
+                connections: if quick {
+                    connections.min(20)
+                } else {
+                    connections
+                },
+                users: if quick { users.min(4) } else { users },
+                settle: Duration::from_secs(if quick { 0 } else { settle_seconds }),
                 server_bin,
             })
             .await

@@ -82,6 +82,14 @@ impl Server {
         Ok((server, Target { addr, tls }))
     }
 
+    /// The server's process id when it runs as its own process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::InProcess { .. } => None,
+            Self::Process { child, .. } => child.id(),
+        }
+    }
+
     /// Graceful stop of an in-process node; a child is killed (its data is thrown away).
     pub async fn stop(self) {
         match self {

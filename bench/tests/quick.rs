@@ -54,6 +54,13 @@ fn fanout_ceiling_runs_the_same_generator() {
 }
 
 #[test]
+fn idle_scenario_opens_every_connection() {
+    let row = quick_row(&["idle"], "idle");
+    assert_eq!(operations(&row), 20, "{row}");
+    assert!(row.contains("KiB per connection"), "{row}");
+}
+
+#[test]
 fn history_scenario_reads_full_pages() {
     let row = quick_row(&["history"], "history");
     assert!(operations(&row) > 0, "{row}");
