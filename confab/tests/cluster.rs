@@ -218,9 +218,11 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
     )
     .await;
 
-    // A watcher on edge 2 whose region's core stays up.
+    // A watcher on edge 2 whose region's core stays up, and one on edge 1 whose core dies.
     let mut watcher =
         RtmClient::connect(cluster.edges["edge-2"], rest_b.tls_config(), &bob.token).await;
+    let mut cut_off =
+        RtmClient::connect(cluster.edges["edge-1"], rest_a.tls_config(), &alice.token).await;
 
     const PER_SENDER: usize = 40;
     let mut senders = Vec::new();
@@ -292,4 +294,58 @@ async fn killing_the_lease_holder_under_load_loses_and_duplicates_nothing() {
     // The watcher on the surviving side saw every message once, in order.
     let seqs = live_seqs(&mut watcher, 2 * PER_SENDER).await;
     assert_eq!(seqs, (2..=1 + 2 * PER_SENDER as u64).collect::<Vec<_>>());
+
+    // The edge-1 watcher's stream went through core-1: it was told goodbye (or went
+    // quiet). What it saw live is a gapless prefix; it reconnects, resumes from there,
+    // and ends with every message exactly once.
+    let mut seen = Vec::new();
+    while let Some(frame) = cut_off.next_frame().await {
+        if frame["type"] == "message" && frame.get("reply_to").is_none() {
+            seen.push(frame["seq"].as_u64().unwrap());
+        }
+    }
+    let last = seen.last().copied().unwrap_or(1);
+    assert_eq!(seen, (2..=last).collect::<Vec<_>>(), "live part is gapless");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replayed = loop {
+        let edge1 = cluster.edges["edge-1"];
+        if let Ok(mut again) =
+            RtmClient::try_connect(edge1, rest_a.tls_config(), Some(&alice.token), "/v1/rtm").await
+            && again
+                .next_frame()
+                .await
+                .is_some_and(|f| f["type"] == "hello")
+        {
+            let id = again
+                .send(serde_json::json!({"type": "resume", "cursors": {channel.as_str(): last}}))
+                .await;
+            let reply = again.reply(id).await;
+            if reply["ok"] == true {
+                let replayed: Vec<u64> = again
+                    .events
+                    .drain(..)
+                    .filter(|e| e["type"] == "message")
+                    .map(|e| e["seq"].as_u64().unwrap())
+                    .collect();
+                break replayed;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge 1 did not take the client back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "edge-1 client: {} messages live before its stream ended, {} replayed on resume",
+        seen.len(),
+        replayed.len()
+    );
+    let mut all = seen;
+    all.extend(replayed);
+    assert_eq!(
+        all,
+        (2..=1 + 2 * PER_SENDER as u64).collect::<Vec<_>>(),
+        "resumed exactly once"
+    );
 }
