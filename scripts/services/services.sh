@@ -141,6 +141,19 @@ running_pid() {
     printf '%s\n' "$pid"
 }
 
+# Whether the process in NAME's pid file is alive, whatever its command line says: right
+# after the launch its command line may still be the launching shell's, so during startup
+# `running_pid` (which checks it) would call a server that is still exec'ing dead.
+pid_alive() {
+    local pf pid
+    pf=$(pid_file "$1")
+    [ -f "$pf" ] || return 1
+    pid=$(<"$pf")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [ -d "/proc/$pid" ] || return 1
+    [ "$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+
 # Milliseconds since the epoch.
 now_ms() {
     local t=$EPOCHREALTIME
@@ -200,7 +213,7 @@ wait_all_ready() {
         still=()
         for name in "${pending[@]}"; do
             read -r -a logs <<<"$("${name}_logs")"
-            if ! running_pid "$name" >/dev/null; then
+            if ! pid_alive "$name"; then
                 log_tail "${logs[@]}"
                 rm -f "$(pid_file "$name")"
                 die "$name exited during startup (logs above; all logs in $SVC/$name)"
