@@ -19,7 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "services: Redis, Cassandra 5, Kafka 4 on 127.0.0.1 (the drivers' conformance suites need them)"
 scripts/services/services.sh up all
 # Stop exactly what this run started, however it ends.
-trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; scripts/services/services.sh down all' EXIT
+trap 'bench/peers/peers.sh down all >/dev/null 2>&1 || true; scripts/cluster.sh down >/dev/null 2>&1 || true; scripts/services/services.sh down all' EXIT
 set -a
 # shellcheck source=/dev/null
 . .services/endpoints.env
@@ -27,6 +27,19 @@ set +a
 
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
+
+step "bench peers: centrifuge, nchan, NATS, Mosquitto; a quick fanout through each adapter"
+bench/peers/peers.sh up all
+for peer in centrifuge nchan nats mosquitto; do
+    row=$(target/debug/confab-bench --quick fanout --target "$peer" | tail -n 1)
+    echo "$row"
+    # Every member got every message exactly once: the adapter speaks the peer's protocol.
+    grep -q "lost 0 of .* 0 duplicates, 0 disconnected" <<<"$row" || {
+        echo "fanout through $peer lost or duplicated messages" >&2
+        exit 1
+    }
+done
+bench/peers/peers.sh down all
 
 step "local cluster: scripts/cluster.sh up, a message across regions, down"
 scripts/cluster.sh up

@@ -1,13 +1,16 @@
 //! The `fanout` scenario: one channel, N members each on its own WSS connection, S of them
-//! sending RTM `message`s at a fixed total rate. Measures send → receive latency at every
-//! member, delivered messages/s, and whether every member got every acknowledged message.
+//! sending messages at a fixed total rate. Measures send → receive latency at every
+//! member, delivered messages/s, and whether every member got every sent message. The
+//! same generator drives confab, the bare ceiling server and every peer server through
+//! [`crate::wire`].
 
 use crate::ceiling::CeilingServer;
 use crate::net::{self, Result, Server};
+use crate::peers::Peer;
+use crate::wire::{Event, Wire};
 use crate::{Report, latency_histogram};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +35,8 @@ pub struct FanoutBench {
     pub drain: Duration,
     pub server_bin: Option<PathBuf>,
     pub target: FanoutTarget,
+    /// Where `bench/peers/peers.sh` keeps the peers' CA (for [`FanoutTarget::Peer`]).
+    pub peers_dir: PathBuf,
 }
 
 /// What the generator drives.
@@ -41,12 +46,44 @@ pub enum FanoutTarget {
     Confab,
     /// The bare broadcast server of [`crate::ceiling`]: the same wire, none of the work.
     Ceiling,
+    /// A peer server already running (started by `bench/peers/peers.sh`).
+    Peer(Peer),
 }
 
-/// The server under test, stopped after the run.
+impl FanoutTarget {
+    /// `confab`, `ceiling` or a peer's name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "confab" => Some(Self::Confab),
+            "ceiling" => Some(Self::Ceiling),
+            peer => Peer::from_name(peer).map(Self::Peer),
+        }
+    }
+
+    fn wire(self) -> Wire {
+        match self {
+            Self::Confab | Self::Ceiling => Wire::Confab,
+            Self::Peer(peer) => peer.wire(),
+        }
+    }
+
+    fn scenario(self) -> &'static str {
+        match self {
+            Self::Confab => "fanout",
+            Self::Ceiling => "fanout (bare broadcast ceiling)",
+            Self::Peer(Peer::Centrifuge) => "fanout (centrifuge)",
+            Self::Peer(Peer::Nchan) => "fanout (nchan)",
+            Self::Peer(Peer::Nats) => "fanout (nats)",
+            Self::Peer(Peer::Mosquitto) => "fanout (mosquitto)",
+        }
+    }
+}
+
+/// The server under test, stopped after the run (a peer keeps running: its script owns it).
 enum Running {
     Confab(Server),
     Ceiling(CeilingServer),
+    Peer,
 }
 
 /// What one member saw.
@@ -83,18 +120,31 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
                 Running::Ceiling(server),
                 target,
                 tokens,
-                "ceiling".to_string(),
+                "bench".to_string(),
+            )
+        }
+        FanoutTarget::Peer(peer) => {
+            let target = peer.target(&params.peers_dir)?;
+            // A fresh channel name per run, so a peer's buffer from an earlier run (nchan,
+            // centrifuge keep history) is never replayed into this one.
+            let channel = format!("bench{}", std::process::id());
+            (
+                Running::Peer,
+                target,
+                vec![String::new(); params.members],
+                channel,
             )
         }
     };
+    let wire = params.target.wire();
 
-    // Connect everyone before the first send so no member misses messages by arriving late.
+    // Join everyone before the first send so no member misses messages by arriving late.
     let tokens = Arc::new(tokens);
-    let connections = net::for_each_indexed(&target, tokens.len(), 32, {
-        let (tokens, target) = (Arc::clone(&tokens), target.clone());
-        move |http, i| {
-            let (tokens, target) = (Arc::clone(&tokens), target.clone());
-            async move { (http, net::connect_rtm(&target, &tokens[i]).await) }
+    let connections = net::map_indexed(tokens.len(), 32, {
+        let (tokens, target, channel) = (Arc::clone(&tokens), target.clone(), channel.clone());
+        move |i| {
+            let (tokens, target, channel) = (Arc::clone(&tokens), target.clone(), channel.clone());
+            async move { wire.join(&target, i, &tokens[i], &channel).await }
         }
     })
     .await?;
@@ -120,6 +170,7 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
         };
         readers.push(tokio::spawn(read_member(
             stream,
+            wire,
             keep,
             base,
             senders,
@@ -144,10 +195,9 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
                 let due = start + interval.mul_f64(j as f64);
                 tokio::time::sleep_until(due.into()).await;
                 let sent_us = due.duration_since(base).as_micros() as u64;
-                let frame = json!({"id": j + 1, "type": "message", "channel": channel,
-                    "text": format!("bench {s} {j} {sent_us}"),
-                    "client_msg_id": format!("b{s}-{j}")});
-                if sink.send(WsMessage::text(frame.to_string())).await.is_err() {
+                let text = format!("bench {s} {j} {sent_us}");
+                let frame = wire.publish(&channel, j + 1, &format!("b{s}-{j}"), &text);
+                if sink.send(frame).await.is_err() {
                     return (sink, j);
                 }
             }
@@ -188,13 +238,16 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
     match server {
         Running::Confab(server) => server.stop().await,
         Running::Ceiling(server) => server.stop(),
+        Running::Peer => {}
     }
     let members = params.members as u64;
+    let acked = if wire.acknowledges_sends() {
+        acked.load(Ordering::Relaxed).to_string()
+    } else {
+        "n/a (no replies to sends)".to_string()
+    };
     Ok(Report {
-        scenario: match params.target {
-            FanoutTarget::Confab => "fanout",
-            FanoutTarget::Ceiling => "fanout (bare broadcast ceiling)",
-        },
+        scenario: params.target.scenario(),
         operations: delivered,
         elapsed,
         latency_us,
@@ -204,8 +257,7 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
                 params.rate, params.duration
             ),
             format!(
-                "sent {sent}, acked {}, rejected {}",
-                acked.load(Ordering::Relaxed),
+                "sent {sent}, acked {acked}, rejected {}",
                 rejected.load(Ordering::Relaxed)
             ),
             format!(
@@ -231,10 +283,12 @@ async fn confab_setup(target: &net::Target, members: usize) -> Result<(Vec<Strin
     Ok((sessions.into_iter().map(|s| s.token).collect(), channel))
 }
 
-/// One member's receive loop: records latency of every `message` event, counts ok replies
-/// to its own sends, and ends when it has everything or the drain time is over.
+/// One member's receive loop: records latency of every message, counts ok replies to its
+/// own sends, and ends when it has everything or the drain time is over.
+#[allow(clippy::too_many_arguments)]
 async fn read_member(
     mut stream: futures::stream::SplitStream<net::Rtm>,
+    wire: Wire,
     _keep: Option<futures::stream::SplitSink<net::Rtm, WsMessage>>,
     base: Instant,
     senders: usize,
@@ -249,6 +303,8 @@ async fn read_member(
         disconnected: false,
     };
     let mut acks = 0u64;
+    let mut decoder = wire.decoder();
+    let mut events = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut expected: Option<u64> = None;
     loop {
@@ -264,23 +320,19 @@ async fn read_member(
         };
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Text(text))) => {
+                Some(Ok(frame)) => {
                     let now_us = base.elapsed().as_micros() as u64;
-                    let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-                    if frame.get("reply_to").is_some() {
-                        if frame["ok"] == json!(true) {
-                            acks += 1;
-                        } else {
-                            rejected.fetch_add(1, Ordering::Relaxed);
+                    decoder.feed(&frame, &mut events);
+                    for event in events.drain(..) {
+                        match event {
+                            Event::Ack => acks += 1,
+                            Event::Reject => {
+                                rejected.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Event::Message(text) => record(&mut received, &text, now_us),
                         }
-                        continue;
                     }
-                    if frame["type"] != "message" {
-                        continue;
-                    }
-                    record(&mut received, frame["text"].as_str().unwrap_or_default(), now_us);
                 }
-                Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
                     received.disconnected = true;
                     break;

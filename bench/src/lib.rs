@@ -7,7 +7,9 @@ pub mod fanout;
 pub mod history;
 pub mod idle;
 pub mod net;
+pub mod peers;
 pub mod store;
+pub mod wire;
 
 use hdrhistogram::Histogram;
 use std::time::Duration;

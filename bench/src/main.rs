@@ -55,10 +55,14 @@ enum Scenario {
         /// Seconds members may still receive after the last send.
         #[arg(long, default_value_t = 10)]
         drain_seconds: u64,
-        /// `confab`, or `ceiling`: a bare WSS broadcast server on the same stack with
-        /// none of confab's work, the most this box can do.
+        /// `confab`; `ceiling`: a bare WSS broadcast server on the same stack with none
+        /// of confab's work, the most this box can do; or a peer started by
+        /// `bench/peers/peers.sh`: `centrifuge`, `nchan`, `nats`, `mosquitto`.
         #[arg(long, default_value = "confab")]
         target: String,
+        /// The peers' state directory (their CA), default bench/.peers.
+        #[arg(long)]
+        peers_dir: Option<PathBuf>,
     },
     /// Fill one channel, then read random 50-message history pages concurrently.
     History {
@@ -142,14 +146,14 @@ async fn main() -> ExitCode {
             seconds: s,
             drain_seconds,
             target,
+            peers_dir,
         } => {
-            let target = match target.as_str() {
-                "confab" => FanoutTarget::Confab,
-                "ceiling" => FanoutTarget::Ceiling,
-                other => {
-                    eprintln!("confab-bench: unknown --target {other:?} (confab, ceiling)");
-                    return ExitCode::FAILURE;
-                }
+            let Some(target) = FanoutTarget::from_name(&target) else {
+                eprintln!(
+                    "confab-bench: unknown --target {target:?} \
+                     (confab, ceiling, centrifuge, nchan, nats, mosquitto)"
+                );
+                return ExitCode::FAILURE;
             };
             confab_bench::fanout::run(FanoutBench {
                 members: if quick { members.min(5) } else { members },
@@ -159,6 +163,7 @@ async fn main() -> ExitCode {
                 drain: Duration::from_secs(drain_seconds),
                 server_bin,
                 target,
+                peers_dir: peers_dir.unwrap_or_else(confab_bench::peers::default_dir),
             })
             .await
         }

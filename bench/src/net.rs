@@ -370,10 +370,21 @@ pub type Rtm = WebSocketStream<TlsStream<tokio::net::TcpStream>>;
 pub async fn connect_rtm(target: &Target, token: &str) -> Result<Rtm> {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+    let authorization = format!("Bearer {token}");
+    let mut ws = connect_ws(target, "/v1/rtm", &[("authorization", &authorization)]).await?;
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) if text.contains("\"hello\"") => Ok(ws),
+        other => Err(format!("expected hello, got {other:?}").into()),
+    }
+}
+
+/// Opens a WSS connection to `path` with extra request headers and the same small
+/// buffers, for confab and for every peer server alike.
+pub async fn connect_ws(target: &Target, path: &str, headers: &[(&str, &str)]) -> Result<Rtm> {
     let stream = target.tls_stream().await?;
     let port = target.addr.port();
-    let request = http::Request::builder()
-        .uri(format!("wss://localhost:{port}/v1/rtm"))
+    let mut request = http::Request::builder()
+        .uri(format!("wss://localhost:{port}{path}"))
         .header("host", format!("localhost:{port}"))
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
@@ -381,18 +392,49 @@ pub async fn connect_rtm(target: &Target, token: &str) -> Result<Rtm> {
         .header(
             "sec-websocket-key",
             tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .header("authorization", format!("Bearer {token}"))
-        .body(())?;
+        );
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) if text.contains("\"hello\"") => Ok(ws),
-        other => Err(format!("expected hello, got {other:?}").into()),
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request.body(())?, stream, Some(config))
+            .await?;
+    Ok(ws)
+}
+
+/// Runs `job(i)` for `i in 0..count` on `concurrency` tasks; results in index order. For
+/// work that needs no HTTP connection of its own (opening WebSockets).
+pub async fn map_indexed<T, F, Fut>(count: usize, concurrency: usize, job: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let job = Arc::new(job);
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.clamp(1, count.max(1)) {
+        let (next, job) = (Arc::clone(&next), Arc::clone(&job));
+        workers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, Error>(done);
+                }
+                done.push((i, job(i).await?));
+            }
+        }));
     }
+    let mut all = Vec::with_capacity(count);
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
 /// A small deterministic PRNG (xorshift64*): random `before` points need no crypto
