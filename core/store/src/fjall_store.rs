@@ -1491,11 +1491,14 @@ mod tests {
     async fn expired_delivery_claims_are_swept_by_later_claims() {
         let store = FjallStore::open_temporary(SyncPolicy::Os).unwrap();
         let team = TeamId::generate();
+        // Long enough that none expires while the ten are claimed on a loaded machine
+        // (an earlier claim expiring mid-loop would be swept by a later one).
+        let ttl = Duration::from_secs(1);
         for i in 0..10 {
             let key = format!("expiring-{i}");
             assert!(
                 store
-                    .claim_push_delivery(&team, &key, Duration::from_millis(1))
+                    .claim_push_delivery(&team, &key, ttl)
                     .await
                     .unwrap()
             );
@@ -1506,7 +1509,7 @@ mod tests {
             (rows(&ks.push_deliveries), rows(&ks.push_delivery_expiry)),
             (10, 10)
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
         // Re-claiming an expired key sweeps its own stale index entry, not its new row.
         assert!(
             store
