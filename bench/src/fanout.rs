@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The edge's default per-connection RTM rate (EdgeSettings::rate_per_sec); a sender
 /// above it would measure the rate limiter, not delivery.
-const MAX_RATE_PER_SENDER: f64 = 100.0;
+pub const MAX_RATE_PER_SENDER: f64 = 100.0;
 
 /// Parameters of the fanout scenario.
 #[derive(Clone, Debug)]
@@ -70,11 +70,23 @@ impl FanoutTarget {
     fn scenario(self) -> &'static str {
         match self {
             Self::Confab => "fanout",
-            Self::Ceiling => "fanout (bare broadcast ceiling)",
+            Self::Ceiling => "fanout (ceiling)",
             Self::Peer(Peer::Centrifuge) => "fanout (centrifuge)",
             Self::Peer(Peer::Nchan) => "fanout (nchan)",
             Self::Peer(Peer::Nats) => "fanout (nats)",
             Self::Peer(Peer::Mosquitto) => "fanout (mosquitto)",
+        }
+    }
+
+    /// The scenario name of a [`crate::search`] over this target.
+    pub fn search_scenario(self) -> &'static str {
+        match self {
+            Self::Confab => "fanout-search",
+            Self::Ceiling => "fanout-search (ceiling)",
+            Self::Peer(Peer::Centrifuge) => "fanout-search (centrifuge)",
+            Self::Peer(Peer::Nchan) => "fanout-search (nchan)",
+            Self::Peer(Peer::Nats) => "fanout-search (nats)",
+            Self::Peer(Peer::Mosquitto) => "fanout-search (mosquitto)",
         }
     }
 }
@@ -95,8 +107,25 @@ struct Received {
     disconnected: bool,
 }
 
+/// A fanout run: its report and the counts a load search judges it by.
+#[derive(Debug)]
+pub struct Fanout {
+    pub report: Report,
+    /// Deliveries that never arrived (sent × members − received).
+    pub lost: u64,
+    pub duplicates: u64,
+    pub disconnected: u64,
+    /// Sends the server refused.
+    pub rejected: u64,
+}
+
 /// Runs the scenario against a fresh server.
 pub async fn run(params: FanoutBench) -> Result<Report> {
+    Ok(measure(params).await?.report)
+}
+
+/// Runs the scenario against a fresh server and keeps the counts apart from the report.
+pub async fn measure(params: FanoutBench) -> Result<Fanout> {
     let senders = params.senders.clamp(1, params.members.max(1));
     let per_sender_rate = params.rate / senders as f64;
     if per_sender_rate > MAX_RATE_PER_SENDER {
@@ -241,12 +270,13 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
         Running::Peer => {}
     }
     let members = params.members as u64;
+    let rejected = rejected.load(Ordering::Relaxed);
     let acked = if wire.acknowledges_sends() {
         acked.load(Ordering::Relaxed).to_string()
     } else {
         "n/a (no replies to sends)".to_string()
     };
-    Ok(Report {
+    let report = Report {
         scenario: params.target.scenario(),
         operations: delivered,
         elapsed,
@@ -256,16 +286,20 @@ pub async fn run(params: FanoutBench) -> Result<Report> {
                 "{members} members, {senders} senders, {:.0} msg/s for {:?}",
                 params.rate, params.duration
             ),
-            format!(
-                "sent {sent}, acked {acked}, rejected {}",
-                rejected.load(Ordering::Relaxed)
-            ),
+            format!("sent {sent}, acked {acked}, rejected {rejected}"),
             format!(
                 "lost {lost} of {} deliveries, {duplicates} duplicates, {disconnected} disconnected",
                 sent * members
             ),
             format!("setup {:.1} s", setup.as_secs_f64()),
         ],
+    };
+    Ok(Fanout {
+        report,
+        lost,
+        duplicates,
+        disconnected,
+        rejected,
     })
 }
 

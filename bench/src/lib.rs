@@ -8,6 +8,7 @@ pub mod history;
 pub mod idle;
 pub mod net;
 pub mod peers;
+pub mod search;
 pub mod store;
 pub mod wire;
 
@@ -45,6 +46,37 @@ impl Report {
             ms(0.999),
             self.notes.join("; ")
         )
+    }
+}
+
+impl Report {
+    /// The scenario and the server it ran against: a report's `scenario` is `NAME` (run
+    /// against confab) or `NAME (TARGET)`.
+    pub fn scenario_and_target(&self) -> (&'static str, &'static str) {
+        match self.scenario.split_once(" (") {
+            Some((name, target)) => (name, target.trim_end_matches(')')),
+            None => (self.scenario, "confab"),
+        }
+    }
+
+    /// One JSON line for `bench/results.jsonl`, from which `confab-bench-charts` draws
+    /// bench/charts/: what ran, where, at which setting (`label`), and what it measured.
+    pub fn record(&self, label: &str, command: &str, recorded_unix_s: u64) -> serde_json::Value {
+        let (scenario, target) = self.scenario_and_target();
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        serde_json::json!({
+            "scenario": scenario,
+            "target": target,
+            "label": label,
+            "operations": self.operations,
+            "ops_per_sec": (self.rate() * 10.0).round() / 10.0,
+            "p50_ms": ms(0.5),
+            "p99_ms": ms(0.99),
+            "p999_ms": ms(0.999),
+            "notes": self.notes,
+            "command": command,
+            "recorded_unix_s": recorded_unix_s,
+        })
     }
 }
 

@@ -1,10 +1,12 @@
 //! `confab-bench`: runs one scenario and prints a Markdown row for bench/RESULTS.md.
 
 use clap::{Parser, Subcommand};
+use confab_bench::Report;
 use confab_bench::boot::BootBench;
 use confab_bench::fanout::{FanoutBench, FanoutTarget};
 use confab_bench::history::HistoryBench;
 use confab_bench::idle::IdleBench;
+use confab_bench::search::SearchBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
 use std::path::PathBuf;
@@ -21,6 +23,13 @@ struct Cli {
     /// instead of in-process, so client and server do not share one runtime.
     #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
+    /// Also append the run as one JSON line to this file (bench/results.jsonl is what
+    /// `confab-bench-charts` draws bench/charts/ from).
+    #[arg(long, global = true)]
+    record: Option<PathBuf>,
+    /// The setting this run is at, as charts label it (default: the report's first note).
+    #[arg(long, global = true)]
+    label: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -63,6 +72,15 @@ enum Scenario {
         /// The peers' state directory (their CA), default bench/.peers.
         #[arg(long)]
         peers_dir: Option<PathBuf>,
+        /// Search for the highest rate that keeps p99 under --p99-limit-ms with nothing
+        /// lost, starting at --rate and adding senders as needed; reports the run at half.
+        #[arg(long)]
+        search: bool,
+        #[arg(long, default_value_t = 200)]
+        p99_limit_ms: u64,
+        /// Where the search stops doubling.
+        #[arg(long, default_value_t = 100_000.0)]
+        max_rate: f64,
     },
     /// Fill one channel, then read random 50-message history pages concurrently.
     History {
@@ -147,6 +165,9 @@ async fn main() -> ExitCode {
             drain_seconds,
             target,
             peers_dir,
+            search,
+            p99_limit_ms,
+            max_rate,
         } => {
             let Some(target) = FanoutTarget::from_name(&target) else {
                 eprintln!(
@@ -155,7 +176,7 @@ async fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             };
-            confab_bench::fanout::run(FanoutBench {
+            let fanout = FanoutBench {
                 members: if quick { members.min(5) } else { members },
                 senders: if quick { senders.min(2) } else { senders },
                 rate: if quick { rate.min(20.0) } else { rate },
@@ -164,8 +185,18 @@ async fn main() -> ExitCode {
                 server_bin,
                 target,
                 peers_dir: peers_dir.unwrap_or_else(confab_bench::peers::default_dir),
-            })
-            .await
+            };
+            if search {
+                confab_bench::search::run(SearchBench {
+                    fanout,
+                    p99_limit: Duration::from_millis(p99_limit_ms),
+                    refine_steps: if quick { 1 } else { 3 },
+                    max_rate: if quick { max_rate.min(80.0) } else { max_rate },
+                })
+                .await
+            } else {
+                confab_bench::fanout::run(fanout).await
+            }
         }
         Scenario::History {
             messages,
@@ -228,8 +259,34 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &cli.record
+        && let Err(error) = record(path, &report, cli.label.as_deref())
+    {
+        eprintln!("confab-bench: recording to {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
     println!("| scenario | operations | ops/s | p50 ms | p99 ms | p999 ms | notes |");
     println!("|---|---|---|---|---|---|---|");
     println!("{}", report.markdown_row());
     ExitCode::SUCCESS
+}
+
+/// Appends the run to the JSON Lines file at `path`.
+fn record(path: &std::path::Path, report: &Report, label: Option<&str>) -> std::io::Result<()> {
+    use std::io::Write;
+    let label = label
+        .map(str::to_owned)
+        .or_else(|| report.notes.first().cloned())
+        .unwrap_or_default();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let line = report.record(&label, &command, now).to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(file, "{line}")
 }

@@ -45,10 +45,7 @@ fn fanout_scenario_delivers_everything() {
 
 #[test]
 fn fanout_ceiling_runs_the_same_generator() {
-    let row = quick_row(
-        &["fanout", "--target", "ceiling"],
-        "fanout (bare broadcast ceiling)",
-    );
+    let row = quick_row(&["fanout", "--target", "ceiling"], "fanout (ceiling)");
     assert!(operations(&row) > 0, "{row}");
     assert!(row.contains("lost 0 of"), "{row}");
 }
@@ -83,4 +80,43 @@ fn boot_scenario_is_smaller_than_a_snapshot() {
     };
     assert!(bytes("; boot ") > 0, "{row}");
     assert!(bytes("full snapshot ") > 0, "{row}");
+}
+
+#[test]
+fn fanout_search_reports_a_maximum_and_the_run_at_half() {
+    let row = quick_row(&["fanout", "--search", "--rate", "10"], "fanout-search");
+    assert!(operations(&row) > 0, "{row}");
+    // Quick mode caps the search at 80 msg/s; 5 members on loopback pass every step.
+    assert!(row.contains("max 80 msg/s"), "{row}");
+    assert!(row.contains("at half: 40 msg/s"), "{row}");
+    assert!(row.contains("steps: 10/s"), "{row}");
+}
+
+#[test]
+fn a_recorded_run_is_one_json_line_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("results.jsonl");
+    let file_arg = file.to_str().unwrap();
+    for _ in 0..2 {
+        quick_row(
+            &["--record", file_arg, "--label", "five members", "fanout"],
+            "fanout",
+        );
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let run = &lines[1];
+    assert_eq!(run["scenario"], "fanout");
+    assert_eq!(run["target"], "confab");
+    assert_eq!(run["label"], "five members");
+    assert!(run["operations"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["p99_ms"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(
+        run["command"].as_str().unwrap().contains("--record"),
+        "{run}"
+    );
 }
