@@ -444,7 +444,8 @@ mod tests {
     fn mqtt_remaining_length_uses_continuation_bytes() {
         let payload = vec![b'x'; 300];
         let packet = mqtt::publish("t", &payload);
-        assert_eq!(&packet[1..3], &[0xb3, 0x02]); // 2 + 1 + 300 = 307
+        // 2 + 1 + 300 = 303 = 2 × 128 + 47: low seven bits first, continuation bit set.
+        assert_eq!(&packet[1..3], &[0x80 | 47, 0x02]);
         let mut buffer = packet;
         let (kind, body) = mqtt::next_packet(&mut buffer).unwrap();
         assert_eq!((kind, body.len()), (mqtt::PUBLISH, 303));

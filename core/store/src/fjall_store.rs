@@ -1496,12 +1496,7 @@ mod tests {
         let ttl = Duration::from_secs(1);
         for i in 0..10 {
             let key = format!("expiring-{i}");
-            assert!(
-                store
-                    .claim_push_delivery(&team, &key, ttl)
-                    .await
-                    .unwrap()
-            );
+            assert!(store.claim_push_delivery(&team, &key, ttl).await.unwrap());
         }
         let rows = |ks: &Keyspace| ks.iter().count();
         let ks = &store.shared.ks;
