@@ -74,8 +74,9 @@ async fn serve(
         .write_buffer_size(0);
     let ws = tokio_tungstenite::accept_async_with_config(tls, Some(config)).await?;
     let (mut sink, mut stream) = ws.split();
-    sink.send(Message::text(r#"{"type":"hello"}"#)).await?;
+    // Subscribed before `hello`: a client may send (and expect broadcasts) once it has it.
     let mut inbox = frames.subscribe();
+    sink.send(Message::text(r#"{"type":"hello"}"#)).await?;
     loop {
         tokio::select! {
             incoming = stream.next() => {

@@ -5,7 +5,7 @@
 //! [`crate::wire`].
 
 use crate::ceiling::CeilingServer;
-use crate::net::{self, Result, Server};
+use crate::net::{self, MAX_RATE_PER_SENDER, Result, Server};
 use crate::peers::Peer;
 use crate::wire::{Event, Wire};
 use crate::{Report, latency_histogram};
@@ -17,10 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-/// The edge's default per-connection RTM rate (EdgeSettings::rate_per_sec); a sender
-/// above it would measure the rate limiter, not delivery.
-pub const MAX_RATE_PER_SENDER: f64 = 100.0;
 
 /// Parameters of the fanout scenario.
 #[derive(Clone, Debug)]

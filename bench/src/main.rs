@@ -6,6 +6,9 @@ use confab_bench::boot::BootBench;
 use confab_bench::fanout::{FanoutBench, FanoutTarget};
 use confab_bench::history::HistoryBench;
 use confab_bench::idle::IdleBench;
+use confab_bench::many_channels::ManyChannelsBench;
+use confab_bench::net;
+use confab_bench::presence::PresenceBench;
 use confab_bench::search::SearchBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
@@ -103,6 +106,47 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         settle_seconds: u64,
     },
+    /// Presence entries pushed per status change in one big channel whose members each
+    /// subscribe to the users on their screen, against naive fan-out to every member.
+    /// Documented size: --members 10000 (needs --server-bin: in-process, both ends of 10k
+    /// connections exceed a 20k open-files limit).
+    Presence {
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        /// Users each connection subscribes to (`presence_sub`): what a client has on
+        /// screen, drawn at random from the members.
+        #[arg(long, default_value_t = 20)]
+        visible: usize,
+        /// Users who go away and come back 1 s later: two status changes each.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Users going away per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds connections may still receive after the last scheduled change.
+        #[arg(long, default_value_t = 3)]
+        drain_seconds: u64,
+    },
+    /// Many small channels, one connection per user, durable RTM sends to random channels
+    /// of the sender: send → durable reply latency, and every member's delivery.
+    ManyChannels {
+        #[arg(long, default_value_t = 1000)]
+        channels: usize,
+        /// Members per channel, drawn from --users.
+        #[arg(long, default_value_t = 5)]
+        members: usize,
+        #[arg(long, default_value_t = 500)]
+        users: usize,
+        /// Messages per second over all users in a channel (at most 100 per user: the
+        /// edge's per-connection RTM rate limit).
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds members may still receive after the last send.
+        #[arg(long, default_value_t = 10)]
+        drain_seconds: u64,
+    },
     /// GET /v1/boot size and latency in a big team, against a full snapshot.
     Boot {
         #[arg(long, default_value_t = 1500)]
@@ -131,6 +175,8 @@ async fn main() -> ExitCode {
         }
     };
     let server_bin = cli.server_bin;
+    // Thousands of connections need more than a default soft limit of open files.
+    net::raise_open_files_limit();
     let report = match cli.scenario {
         Scenario::Store {
             channels,
@@ -247,6 +293,42 @@ async fn main() -> ExitCode {
                     concurrency
                 },
                 duration: seconds(s),
+                server_bin,
+            })
+            .await
+        }
+        Scenario::Presence {
+            members,
+            visible,
+            changes,
+            rate,
+            drain_seconds,
+        } => {
+            confab_bench::presence::run(PresenceBench {
+                members: if quick { members.min(30) } else { members },
+                visible: if quick { visible.min(5) } else { visible },
+                changes: if quick { changes.min(5) } else { changes },
+                rate,
+                drain: Duration::from_secs(drain_seconds),
+                server_bin,
+            })
+            .await
+        }
+        Scenario::ManyChannels {
+            channels,
+            members,
+            users,
+            rate,
+            seconds: s,
+            drain_seconds,
+        } => {
+            confab_bench::many_channels::run(ManyChannelsBench {
+                channels: if quick { channels.min(20) } else { channels },
+                members: if quick { members.min(3) } else { members },
+                users: if quick { users.min(12) } else { users },
+                rate: if quick { rate.min(100.0) } else { rate },
+                duration: seconds(s),
+                drain: Duration::from_secs(drain_seconds),
                 server_bin,
             })
             .await

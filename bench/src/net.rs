@@ -27,6 +27,58 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The password of every benchmark user.
 pub const PASSWORD: &str = "bench password 1234";
 
+/// The edge's default per-connection RTM rate (EdgeSettings::rate_per_sec); a sender
+/// above it would measure the rate limiter, not the server.
+pub const MAX_RATE_PER_SENDER: f64 = 100.0;
+
+/// Open files a process needs besides its sockets (store files, listeners, std streams).
+const FD_HEADROOM: u64 = 256;
+
+/// Raises this process's soft open-files limit to its hard limit (children started later,
+/// such as a `--server-bin` server, inherit it); returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
+}
+
+/// Refuses a run whose `connections` cannot fit under the open-files limit: in-process,
+/// client and server ends of every connection live in this process (two descriptors each).
+pub fn check_open_files(connections: usize, in_process: bool) -> Result<()> {
+    let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current else {
+        return Ok(());
+    };
+    let per_connection = if in_process { 2 } else { 1 };
+    let needed = connections as u64 * per_connection + FD_HEADROOM;
+    if needed > limit {
+        return Err(format!(
+            "{connections} connections need about {needed} open files in this process{}, \
+             but the limit is {limit}: {}",
+            if in_process {
+                " (in-process: client and server end of each)"
+            } else {
+                ""
+            },
+            if in_process {
+                "use --server-bin or fewer connections"
+            } else {
+                "raise the hard limit (ulimit -Hn) or use fewer connections"
+            }
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Where the server runs. A separate process keeps the load generator's CPU use out of the
 /// server's runtime (though on one box they still share cores); in-process needs no build
 /// of the `confab` binary and is what `--quick` runs in CI use.
@@ -327,6 +379,17 @@ pub async fn login_all(
     .await
 }
 
+/// A new team of `count` logged-in users, its admin (the owner) first. Creation and
+/// login hash passwords, so they run at the server's argon2 pace (8 at a time).
+pub async fn team_with_users(target: &Target, count: usize) -> Result<Vec<Session>> {
+    let admin = create_team(target).await?;
+    let users = create_users(target, &admin, count.saturating_sub(1), 8).await?;
+    let emails = users.into_iter().map(|(_, email)| email).collect();
+    let mut sessions = vec![admin.clone()];
+    sessions.extend(login_all(target, &admin.domain, emails, 8).await?);
+    Ok(sessions)
+}
+
 /// A public channel created by `owner`; returns its id.
 pub async fn create_channel(http: &mut Http, owner: &Session, name: &str) -> Result<String> {
     let answer = http
@@ -437,6 +500,32 @@ where
     Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
+/// Sends one RTM command (the `id` is the caller's) and returns its reply; events that
+/// arrive meanwhile are skipped. An error reply is an error.
+pub async fn rtm_command(ws: &mut Rtm, id: u64, mut command: Value) -> Result<Value> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    command["id"] = json!(id);
+    ws.send(Message::text(command.to_string())).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = ws.next().await {
+            if let Message::Text(text) = frame? {
+                let frame: Value = serde_json::from_str(&text)?;
+                if frame["reply_to"] == json!(id) {
+                    return Ok(frame);
+                }
+            }
+        }
+        Err::<Value, Error>("the connection closed before the reply".into())
+    })
+    .await
+    .map_err(|_| format!("no reply to {command} within 30 s"))??;
+    if reply["ok"] != json!(true) {
+        return Err(format!("{command}: {reply}").into());
+    }
+    Ok(reply)
+}
+
 /// A small deterministic PRNG (xorshift64*): random `before` points need no crypto
 /// quality, and a fixed seed makes runs comparable.
 #[derive(Clone, Debug)]
@@ -453,5 +542,31 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+
+    /// `k` distinct indices in `0..n`, never `except`, in random order; fewer when there
+    /// are not that many.
+    pub fn distinct(&mut self, n: usize, k: usize, except: Option<usize>) -> Vec<usize> {
+        let available = n - usize::from(except.is_some_and(|e| e < n));
+        let k = k.min(available);
+        if k * 2 > available {
+            // Most of the range: a partial shuffle of all of it.
+            let mut all: Vec<usize> = (0..n).filter(|i| Some(*i) != except).collect();
+            for i in 0..k {
+                let j = i + self.below((all.len() - i) as u64) as usize;
+                all.swap(i, j);
+            }
+            all.truncate(k);
+            return all;
+        }
+        let mut picked = Vec::with_capacity(k);
+        let mut taken = std::collections::HashSet::with_capacity(k);
+        while picked.len() < k {
+            let i = self.below(n as u64) as usize;
+            if Some(i) != except && taken.insert(i) {
+                picked.push(i);
+            }
+        }
+        picked
     }
 }

@@ -6,7 +6,8 @@
 //! channel), so one overloaded step cannot slow the next.
 
 use crate::Report;
-use crate::fanout::{self, Fanout, FanoutBench, MAX_RATE_PER_SENDER};
+use crate::fanout::{self, Fanout, FanoutBench};
+use crate::net::MAX_RATE_PER_SENDER;
 use crate::net::Result;
 use std::time::Duration;
 

@@ -120,3 +120,47 @@ fn a_recorded_run_is_one_json_line_per_run() {
         "{run}"
     );
 }
+
+/// A number in a row right after `label`.
+fn number_after(row: &str, label: &str) -> f64 {
+    let at = row
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} in {row}"))
+        + label.len();
+    row[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches([',', ';'])
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn presence_scenario_reaches_subscribers_only() {
+    let row = quick_row(&["presence"], "presence");
+    assert_eq!(operations(&row), 10, "{row}");
+    // Every subscriber of a changing user saw the change, nobody else got it, and the
+    // entries per change stay below the naive fan-out to every member.
+    assert!(number_after(&row, "missed 0 of ") > 0.0, "{row}");
+    assert!(row.contains(" 0 unexpected"), "{row}");
+    assert!(row.contains(" 0 rejected, 0 disconnected"), "{row}");
+    let per_change = number_after(&row, " entries = ");
+    assert!(per_change > 0.0, "{row}");
+    assert!(per_change < number_after(&row, "vs naive "), "{row}");
+}
+
+#[test]
+fn many_channels_scenario_delivers_every_acked_send() {
+    let row = quick_row(&["many-channels"], "many-channels");
+    assert!(operations(&row) > 0, "{row}");
+    assert!(row.contains("rejected 0"), "{row}");
+    assert!(row.contains("lost 0 of"), "{row}");
+    assert!(row.contains(" 0 duplicates, 0 disconnected"), "{row}");
+    // Every send was acknowledged: acked equals sent.
+    assert_eq!(
+        number_after(&row, "; sent "),
+        number_after(&row, ", acked "),
+        "{row}"
+    );
+}
