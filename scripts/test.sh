@@ -38,6 +38,12 @@ for peer in centrifuge nchan nats mosquitto; do
         echo "fanout through $peer lost or duplicated messages" >&2
         exit 1
     }
+    row=$(target/debug/confab-bench --quick idle --target "$peer" | tail -n 1)
+    echo "$row"
+    grep -q "^| idle ($peer) | 20 |" <<<"$row" || {
+        echo "idle against $peer did not open every connection" >&2
+        exit 1
+    }
 done
 bench/peers/peers.sh down all
 

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod ceiling;
+pub mod chart;
 pub mod fanout;
 pub mod history;
 pub mod idle;
@@ -61,7 +62,7 @@ impl Report {
         }
     }
 
-    /// One JSON line for `bench/results.jsonl`, from which `confab-bench-charts` draws
+    /// One JSON line for `bench/results.jsonl`, from which `confab-bench chart` draws
     /// bench/charts/: what ran, where, at which setting (`label`), and what it measured.
     pub fn record(&self, label: &str, command: &str, recorded_unix_s: u64) -> serde_json::Value {
         let (scenario, target) = self.scenario_and_target();

@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
     /// Also append the run as one JSON line to this file (bench/results.jsonl is what
-    /// `confab-bench-charts` draws bench/charts/ from).
+    /// `confab-bench chart` draws bench/charts/ from).
     #[arg(long, global = true)]
     record: Option<PathBuf>,
     /// The setting this run is at, as charts label it (default: the report's first note).
@@ -39,6 +39,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Draws bench/charts/<scenario>.svg from the runs recorded with --record.
+    Chart {
+        #[arg(long, default_value = "bench/results.jsonl")]
+        from: PathBuf,
+        #[arg(long, default_value = "bench/charts")]
+        out: PathBuf,
+    },
     /// Durable messages/s into the embedded store with group commit and fsync on.
     Store {
         #[arg(long, default_value_t = 64)]
@@ -105,6 +112,10 @@ enum Scenario {
         users: usize,
         #[arg(long, default_value_t = 3)]
         settle_seconds: u64,
+        /// A peer started by bench/peers/peers.sh (`centrifuge`, `nchan`, `nats`,
+        /// `mosquitto`) instead of confab.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Presence entries pushed per status change in one big channel whose members each
     /// subscribe to the users on their screen, against naive fan-out to every member.
@@ -178,6 +189,22 @@ async fn main() -> ExitCode {
     // Thousands of connections need more than a default soft limit of open files.
     net::raise_open_files_limit();
     let report = match cli.scenario {
+        Scenario::Chart { from, out } => {
+            let written = confab_bench::chart::load(&from)
+                .and_then(|records| confab_bench::chart::write_all(&records, &out));
+            return match written {
+                Ok(files) => {
+                    for file in files {
+                        println!("{}", file.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("confab-bench: chart: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Scenario::Store {
             channels,
             batch,
@@ -263,8 +290,20 @@ async fn main() -> ExitCode {
             connections,
             users,
             settle_seconds,
+            target,
         } => {
+            let peer = match target.as_deref() {
+                None | Some("confab") => None,
+                Some(name) => match confab_bench::peers::Peer::from_name(name) {
+                    Some(peer) => Some((peer, confab_bench::peers::default_dir())),
+                    None => {
+                        eprintln!("confab-bench: unknown --target {name:?}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
             confab_bench::idle::run(IdleBench {
+                peer,
                 connections: if quick {
                     connections.min(20)
                 } else {
