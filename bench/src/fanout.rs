@@ -342,12 +342,7 @@ async fn read_member(
         if expected.is_some_and(|e| unique >= e) {
             break;
         }
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = net::sleep_until_or_never(deadline);
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(frame)) => {

@@ -280,12 +280,7 @@ async fn read_member(
     let mut replies = 0u64;
     let mut deadline: Option<tokio::time::Instant> = None;
     while replies < expect.replies || (unique.len() as u64) < expect.deliveries {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = net::sleep_until_or_never(deadline);
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => {

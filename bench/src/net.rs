@@ -526,6 +526,15 @@ pub async fn rtm_command(ws: &mut Rtm, id: u64, mut command: Value) -> Result<Va
     Ok(reply)
 }
 
+/// Sleeps until `deadline`, or forever when there is none: a `select!` arm for a
+/// timeout that starts only once something is known (e.g. the last send).
+pub async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A small deterministic PRNG (xorshift64*): random `before` points need no crypto
 /// quality, and a fixed seed makes runs comparable.
 #[derive(Clone, Debug)]
