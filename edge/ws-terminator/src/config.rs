@@ -47,6 +47,9 @@ pub struct EdgeSettings {
     /// Read buffer per WebSocket; tungstenite's default of 128 KiB per connection would
     /// dominate memory at many idle connections.
     pub ws_read_buffer_bytes: usize,
+    /// Read buffer per TCP connection under TLS. Pingora's default of 64 KiB suits a
+    /// proxy streaming bodies; chat connections mostly sit idle or read small frames.
+    pub tcp_read_buffer_bytes: usize,
     /// Bytes of encoded frames the WebSocket may hold when the socket does not take them.
     pub ws_max_write_buffer_bytes: usize,
     /// Time allowed to read a request's headers and body on HTTP/1.1.
@@ -68,6 +71,7 @@ impl Default for EdgeSettings {
             write_timeout: Duration::from_secs(10),
             max_ws_message_bytes: 1024 * 1024,
             ws_read_buffer_bytes: 4 * 1024,
+            tcp_read_buffer_bytes: 4 * 1024,
             ws_max_write_buffer_bytes: 1024 * 1024,
             http_read_timeout: Duration::from_secs(30),
         }

@@ -38,15 +38,20 @@ pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 /// `goodbye` reason when the core's event stream for the team ended.
 pub const REASON_UPSTREAM_CLOSED: &str = "upstream_closed";
 
+/// A live message, serialized once and shared by every member's connection: handing it
+/// to a thousand connections costs a thousand reference counts, not a thousand copies.
+#[derive(Debug, PartialEq)]
+pub struct LiveMessage {
+    pub channel: ChannelId,
+    pub seq: u64,
+    pub frame: Utf8Bytes,
+}
+
 /// What the hub hands a connection, already serialized.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnEvent {
     /// A live message; the connection delivers it after its exactly-once check.
-    Message {
-        channel: ChannelId,
-        seq: u64,
-        frame: Utf8Bytes,
-    },
+    Message(Arc<LiveMessage>),
     /// The connection's user left `channel`: its cursor is forgotten, then `frame` sent.
     ChannelLeft {
         channel: ChannelId,
@@ -245,11 +250,11 @@ impl TeamState {
     fn fan_out(&self, event: &TeamEvent) {
         match &event.body {
             TeamEventBody::Message { message } => {
-                let event = ConnEvent::Message {
+                let event = ConnEvent::Message(Arc::new(LiveMessage {
                     channel: message.channel.clone(),
                     seq: message.seq,
                     frame: frame(&ServerEvent::Message(message.clone())),
-                };
+                }));
                 for entry in self.conns_in(&self.by_channel, &message.channel) {
                     entry.send(event.clone());
                 }

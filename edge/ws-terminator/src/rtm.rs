@@ -1,13 +1,15 @@
 //! One RTM connection (DESIGN.md §5): `hello`, then client commands answered in the
 //! order they were sent, and team events pushed as they happen.
 //!
-//! A connection is three parts in one task: the *reader* turns WebSocket messages into
-//! parsed commands (rate limit, size and JSON checks happen here, as early as possible);
-//! the *session* executes commands one at a time and delivers hub events, so an ack always
-//! follows the acks of earlier commands and live messages wait while a `resume` replays;
-//! the *writer* owns the socket's send side and flushes after each batch, because Pingora's
-//! stream is write-buffered. Between them are bounded queues, so a slow client costs at
-//! most a fixed number of frames before it is cut off.
+//! A connection is three parts, each its own task: the *reader* turns WebSocket messages
+//! into parsed commands (rate limit, size and JSON checks happen here, as early as
+//! possible); the *session* executes commands one at a time and delivers hub events, so an
+//! ack always follows the acks of earlier commands and live messages wait while a `resume`
+//! replays; the *writer* owns the socket's send side and flushes after each batch, because
+//! Pingora's stream is write-buffered. Between them are bounded queues, so a slow client
+//! costs at most a fixed number of frames before it is cut off. Separate tasks, because a
+//! hub event then wakes only the session, and the session's frames wake only the writer:
+//! in one task every delivery re-polled all three parts, twice.
 
 use crate::config::EdgeSettings;
 use crate::delivery::{LiveAction, RateLimiter, SeqTracker};
@@ -42,6 +44,9 @@ const REPLAY_PAGE: usize = MAX_HISTORY_LIMIT;
 
 /// Frames the writer sends before it flushes, when many are waiting.
 const WRITE_BATCH: usize = 64;
+
+/// Hub events the session handles per wake-up before it looks at commands and kicks again.
+const EVENT_BATCH: usize = 64;
 
 /// How long the core may take to hear that a session ended.
 const END_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -168,7 +173,7 @@ pub async fn serve<S>(
     registration: Registration,
 ) -> SessionEnd
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _active = ctx.drain.track();
     let _open = OpenConnection::count();
@@ -194,17 +199,20 @@ where
         }
         end
     };
-    let writer = write_loop(sink, out_rx, settings.write_timeout, abort_rx);
-    let main = async { tokio::join!(run_session, writer).0 };
-    let reader = async {
-        read_loop(stream, in_tx, &settings).await;
-        // The session notices the reader's end through its closed queue and ends itself.
-        std::future::pending::<()>().await
+    let mut writer = Part::spawn(write_loop(sink, out_rx, settings.write_timeout, abort_rx));
+    // The session notices the reader's end through its closed queue and ends itself.
+    let _reader = Part::spawn({
+        let settings = settings.clone();
+        async move { read_loop(stream, in_tx, &settings).await }
+    });
+    let main = async {
+        let end = run_session.await;
+        // What the session queued last (goodbye, close) goes out before the end.
+        writer.finished().await;
+        end
     };
     let end = tokio::select! {
         end = main => end,
-        // Never taken: the reader future does not complete.
-        () = reader => SessionEnd::ClientGone,
         () = ctx.drain.forced() => SessionEnd::Forced,
     };
 
@@ -225,6 +233,27 @@ where
         tracing::debug!(user = %caller.user, "end_session did not complete");
     }
     end
+}
+
+/// A part of a connection running as its own task; dropping it stops the task, so a
+/// connection's parts never outlive it.
+struct Part(tokio::task::JoinHandle<()>);
+
+impl Part {
+    fn spawn(part: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(part))
+    }
+
+    /// Resolves when the task has ended.
+    async fn finished(&mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Counts an open connection in the gauge for as long as it lives, however it ends.
@@ -468,6 +497,12 @@ impl Session {
             Err(end) => end,
             Ok(()) => {
                 let mut presence_due: Option<Instant> = None;
+                // Made once, not per turn: re-registering their wakers on every event
+                // was a measurable share of a busy edge's CPU.
+                let draining = drain.draining();
+                let kicked = shared.kicked();
+                let presence_woken = shared.presence_pending();
+                tokio::pin!(draining, kicked, presence_woken);
                 loop {
                     // Checked every turn, not only on notification: a wake-up raced by a
                     // dropped select branch must not leave changes waiting forever.
@@ -479,18 +514,21 @@ impl Session {
                     }
                     let due = presence_due;
                     let step = tokio::select! {
-                        () = drain.draining() => Err(SessionEnd::Drained),
-                        reason = shared.kicked() => Err(SessionEnd::Kicked(reason)),
+                        () = &mut draining => Err(SessionEnd::Drained),
+                        reason = &mut kicked => Err(SessionEnd::Kicked(reason)),
                         item = incoming.recv() => match item {
                             None => Err(SessionEnd::ClientGone),
                             Some(item) => self.on_incoming(item).await,
                         },
                         event = self.events.recv() => match event {
                             None => Err(SessionEnd::Kicked(crate::hub::REASON_UPSTREAM_CLOSED.into())),
-                            Some(event) => self.on_event(event).await,
+                            Some(event) => self.on_events(event).await,
                         },
                         // Only a wake-up: the check above turns it into a flush time.
-                        () = shared.presence_pending(), if due.is_none() => Ok(()),
+                        () = &mut presence_woken, if due.is_none() => {
+                            presence_woken.set(shared.presence_pending());
+                            Ok(())
+                        }
                         () = sleep_until_opt(due), if due.is_some() => {
                             presence_due = None;
                             self.flush_presence().await
@@ -528,9 +566,13 @@ impl Session {
     /// Queues a frame for the writer, waiting for room up to the write timeout. A kick
     /// ends the wait: when the hub gave up on this client, so does the session.
     async fn send(&self, frame: impl Into<Utf8Bytes>) -> Result<(), SessionEnd> {
-        let queued = self
-            .out
-            .send_timeout(Outbound::Frame(frame.into()), self.settings.write_timeout);
+        // Most of the time there is room, and nothing needs to wait or watch for kicks.
+        let frame = match self.out.try_send(Outbound::Frame(frame.into())) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SessionEnd::ClientGone),
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
+        let queued = self.out.send_timeout(frame, self.settings.write_timeout);
         tokio::select! {
             queued = queued => match queued {
                 Ok(()) => Ok(()),
@@ -715,13 +757,25 @@ impl Session {
         }
     }
 
+    /// Handles `first` and then whatever else the hub has queued, up to a batch, in one
+    /// wake-up: under load that is one scheduling of this task per batch, not per event.
+    async fn on_events(&mut self, first: ConnEvent) -> Result<(), SessionEnd> {
+        self.on_event(first).await?;
+        for _ in 1..EVENT_BATCH {
+            match self.events.try_recv() {
+                Ok(event) => self.on_event(event).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
     async fn on_event(&mut self, event: ConnEvent) -> Result<(), SessionEnd> {
         match event {
-            ConnEvent::Message {
-                channel,
-                seq,
-                frame,
-            } => self.deliver_live(&channel, seq, frame).await,
+            ConnEvent::Message(live) => {
+                self.deliver_live(&live.channel, live.seq, live.frame.clone())
+                    .await
+            }
             ConnEvent::ChannelLeft { channel, frame } => {
                 self.tracker.forget(&channel);
                 self.send(frame).await

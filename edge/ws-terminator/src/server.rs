@@ -28,8 +28,10 @@ use http::{Method, StatusCode, header};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::listeners::ALPN;
+use pingora::listeners::ListenerConfig;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::{Fds, ShutdownWatch};
 use pingora::services::Service as _;
 use pingora::services::listening::Service;
@@ -150,7 +152,15 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     // RTM needs HTTP/1.1 upgrades; HTTP/2 would take them away from browsers.
     tls_settings.set_alpn(ALPN::H1);
     let mut service = Service::new("confab-edge".to_owned(), app);
-    service.add_tls_with_settings(&key, None, tls_settings);
+    let write_buffer = L4BufferSettings::default().write_capacity();
+    service.add_listener(
+        ListenerConfig::tcp(key.clone())
+            .tls(tls_settings)
+            .l4_buffer(L4BufferSettings::new(
+                settings.tcp_read_buffer_bytes,
+                write_buffer,
+            )),
+    );
 
     let (listeners_stop, listeners_rx) = watch::channel(false);
     let pingora = tokio::spawn(async move {
