@@ -28,7 +28,7 @@ set +a
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
 
-step "bench peers: centrifuge, nchan, NATS, Mosquitto; a quick fanout through each adapter"
+step "bench peers: centrifuge, nchan, NATS, Mosquitto; a quick fanout and many-channels through each adapter"
 bench/peers/peers.sh up all
 for peer in centrifuge nchan nats mosquitto; do
     row=$(target/debug/confab-bench --quick fanout --target "$peer" | tail -n 1)
@@ -36,6 +36,14 @@ for peer in centrifuge nchan nats mosquitto; do
     # Every member got every message exactly once: the adapter speaks the peer's protocol.
     grep -q "lost 0 of .* 0 duplicates, 0 disconnected" <<<"$row" || {
         echo "fanout through $peer lost or duplicated messages" >&2
+        exit 1
+    }
+    row=$(target/debug/confab-bench --quick many-channels --target "$peer" | tail -n 1)
+    echo "$row"
+    # Messages went out, and every member of every channel got each exactly once over the
+    # adapter's several-channels join (nchan: a connection per channel).
+    grep -q "^| many-channels ($peer) | [1-9][0-9]* |.*lost 0 of [1-9][0-9]* deliveries, 0 duplicates, 0 disconnected" <<<"$row" || {
+        echo "many-channels through $peer lost or duplicated messages" >&2
         exit 1
     }
     row=$(target/debug/confab-bench --quick idle --target "$peer" | tail -n 1)

@@ -54,6 +54,9 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Record>, String> {
                 .as_f64()
                 .ok_or_else(|| format!("line {line_no}: no number \"{name}\""))
         };
+        if untimed(&value) {
+            continue;
+        }
         let record = Record {
             scenario: text_field("scenario")?,
             target: text_field("target")?,
@@ -69,6 +72,14 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Record>, String> {
         }
     }
     Ok(records)
+}
+
+/// A run whose operations were not timed (sends to a server that never replies) records
+/// null latencies: it has no bar to draw.
+fn untimed(value: &Value) -> bool {
+    ["p50_ms", "p99_ms"]
+        .iter()
+        .all(|name| value.get(name).is_some_and(Value::is_null))
 }
 
 /// Writes `OUT/<scenario>.svg` for every scenario; returns the files written.
@@ -323,6 +334,16 @@ mod tests {
             error.contains("line 2") && error.contains("p99_ms"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_untimed_run_has_no_bar() {
+        let text = format!(
+            "{RUNS}{}\n",
+            r#"{"scenario":"fanout","target":"nchan","label":"100 members","p50_ms":null,"p99_ms":null}"#
+        );
+        let records = parse(&text).unwrap();
+        assert_eq!(records, parse(RUNS).unwrap());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::ceiling::CeilingServer;
 use crate::net::{self, MAX_RATE_PER_SENDER, Result, Server};
+use crate::payload::Payload;
 use crate::peers::Peer;
 use crate::wire::{Event, Wire};
 use crate::{Report, latency_histogram};
@@ -219,8 +220,12 @@ pub async fn measure(params: FanoutBench) -> Result<Fanout> {
                 // server must not hide that delay (coordinated omission).
                 let due = start + interval.mul_f64(j as f64);
                 tokio::time::sleep_until(due.into()).await;
-                let sent_us = due.duration_since(base).as_micros() as u64;
-                let text = format!("bench {s} {j} {sent_us}");
+                let text = Payload {
+                    sender: s as u64,
+                    seq: j,
+                    sent_us: due.duration_since(base).as_micros() as u64,
+                }
+                .text();
                 let frame = wire.publish(&channel, j + 1, &format!("b{s}-{j}"), &text);
                 if sink.send(frame).await.is_err() {
                     return (sink, j);
@@ -350,8 +355,8 @@ async fn read_member(
                     decoder.feed(&frame, &mut events);
                     for event in events.drain(..) {
                         match event {
-                            Event::Ack => acks += 1,
-                            Event::Reject => {
+                            Event::Ack(_) => acks += 1,
+                            Event::Reject(_) => {
                                 rejected.fetch_add(1, Ordering::Relaxed);
                             }
                             Event::Message(text) => record(&mut received, &text, now_us),
@@ -379,16 +384,14 @@ async fn read_member(
     (received, acks)
 }
 
-/// Parses `bench S J SENT_US` and records one arrival.
+/// Records one arrival of a generator message (anything else is ignored).
 fn record(received: &mut Received, text: &str, now_us: u64) {
-    let mut parts = text.split(' ').skip(1);
-    let (Some(s), Some(j), Some(sent_us)) = (parts.next(), parts.next(), parts.next()) else {
+    let Some(payload) = Payload::parse(text) else {
         return;
     };
-    let (Ok(s), Ok(j), Ok(sent_us)) = (
-        s.parse::<usize>(),
-        j.parse::<usize>(),
-        sent_us.parse::<u64>(),
+    let (Ok(s), Ok(j)) = (
+        usize::try_from(payload.sender),
+        usize::try_from(payload.seq),
     ) else {
         return;
     };
@@ -403,7 +406,5 @@ fn record(received: &mut Received, text: &str, now_us: u64) {
         return;
     }
     seen[j] = true;
-    let _ = received
-        .latency_us
-        .record(now_us.saturating_sub(sent_us).max(1));
+    let _ = received.latency_us.record(payload.latency_us(now_us));
 }

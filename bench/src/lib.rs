@@ -9,6 +9,7 @@ pub mod history;
 pub mod idle;
 pub mod many_channels;
 pub mod net;
+pub mod payload;
 pub mod peers;
 pub mod presence;
 pub mod search;
@@ -24,7 +25,8 @@ pub struct Report {
     pub scenario: &'static str,
     pub operations: u64,
     pub elapsed: Duration,
-    /// Latency per operation, in microseconds.
+    /// Latency per operation, in microseconds; empty when the operations were not timed
+    /// (sends to a server that never replies): printed as n/a, recorded as null.
     pub latency_us: Histogram<u64>,
     /// Free-form facts worth printing (e.g. fsyncs per operation).
     pub notes: Vec<String>,
@@ -36,11 +38,20 @@ impl Report {
         self.operations as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// One Markdown table row: scenario, ops, ops/s, p50/p99/p999 in ms.
+    /// The latency at `quantile` in ms; `None` when nothing was timed.
+    pub fn latency_ms(&self, quantile: f64) -> Option<f64> {
+        (!self.latency_us.is_empty())
+            .then(|| self.latency_us.value_at_quantile(quantile) as f64 / 1000.0)
+    }
+
+    /// One Markdown table row: scenario, ops, ops/s, p50/p99/p999 in ms (n/a untimed).
     pub fn markdown_row(&self) -> String {
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let ms = |q: f64| {
+            self.latency_ms(q)
+                .map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.2}"))
+        };
         format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} |",
             self.scenario,
             self.operations,
             self.rate(),
@@ -66,7 +77,7 @@ impl Report {
     /// bench/charts/: what ran, where, at which setting (`label`), and what it measured.
     pub fn record(&self, label: &str, command: &str, recorded_unix_s: u64) -> serde_json::Value {
         let (scenario, target) = self.scenario_and_target();
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let ms = |q: f64| self.latency_ms(q);
         serde_json::json!({
             "scenario": scenario,
             "target": target,
@@ -86,4 +97,45 @@ impl Report {
 /// A histogram of microseconds from 1 µs to 60 s with 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(latencies_us: &[u64]) -> Report {
+        let mut latency_us = latency_histogram();
+        for &us in latencies_us {
+            latency_us.record(us).unwrap();
+        }
+        Report {
+            scenario: "many-channels (nats)",
+            operations: 10,
+            elapsed: Duration::from_secs(1),
+            latency_us,
+            notes: vec!["a note".into()],
+        }
+    }
+
+    #[test]
+    fn untimed_operations_print_na_and_record_null() {
+        let untimed = report(&[]);
+        assert_eq!(
+            untimed.markdown_row(),
+            "| many-channels (nats) | 10 | 10 | n/a | n/a | n/a | a note |"
+        );
+        let line = untimed.record("label", "command", 0);
+        assert_eq!(line["target"], "nats");
+        assert!(
+            line["p50_ms"].is_null() && line["p99_ms"].is_null(),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn timed_operations_print_milliseconds() {
+        let timed = report(&[2_000]);
+        assert!(timed.markdown_row().contains("| 2.00 | 2.00 | 2.00 |"));
+        assert_eq!(timed.record("label", "command", 0)["p50_ms"], 2.0);
+    }
 }

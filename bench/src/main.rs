@@ -79,7 +79,8 @@ enum Scenario {
         /// `bench/peers/peers.sh`: `centrifuge`, `nchan`, `nats`, `mosquitto`.
         #[arg(long, default_value = "confab")]
         target: String,
-        /// The peers' state directory (their CA), default bench/.peers.
+        /// The peers' state directory (their CA), default $CONFAB_PEERS_DIR or
+        /// bench/.peers.
         #[arg(long)]
         peers_dir: Option<PathBuf>,
         /// Search for the highest rate that keeps p99 under --p99-limit-ms with nothing
@@ -138,8 +139,8 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         drain_seconds: u64,
     },
-    /// Many small channels, one connection per user, durable RTM sends to random channels
-    /// of the sender: send → durable reply latency, and every member's delivery.
+    /// Many small channels, one connection per user, sends to random channels of the
+    /// sender: send → reply latency (confab: durable), and every member's delivery.
     ManyChannels {
         #[arg(long, default_value_t = 1000)]
         channels: usize,
@@ -157,6 +158,15 @@ enum Scenario {
         /// Seconds members may still receive after the last send.
         #[arg(long, default_value_t = 10)]
         drain_seconds: u64,
+        /// `confab`, or a peer started by `bench/peers/peers.sh`: `centrifuge`, `nchan`
+        /// (one connection per user and channel), `nats`, `mosquitto`. Peers other than
+        /// centrifuge send no replies: operations are then sends, with no ack latency.
+        #[arg(long, default_value = "confab")]
+        target: String,
+        /// The peers' state directory (their CA), default $CONFAB_PEERS_DIR or
+        /// bench/.peers.
+        #[arg(long)]
+        peers_dir: Option<PathBuf>,
     },
     /// GET /v1/boot size and latency in a big team, against a full snapshot.
     Boot {
@@ -360,7 +370,22 @@ async fn main() -> ExitCode {
             rate,
             seconds: s,
             drain_seconds,
+            target,
+            peers_dir,
         } => {
+            let peer = match target.as_str() {
+                "confab" => None,
+                name => match confab_bench::peers::Peer::from_name(name) {
+                    Some(peer) => Some(peer),
+                    None => {
+                        eprintln!(
+                            "confab-bench: unknown --target {name:?} \
+                             (confab, centrifuge, nchan, nats, mosquitto)"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
             confab_bench::many_channels::run(ManyChannelsBench {
                 channels: if quick { channels.min(20) } else { channels },
                 members: if quick { members.min(3) } else { members },
@@ -369,6 +394,8 @@ async fn main() -> ExitCode {
                 duration: seconds(s),
                 drain: Duration::from_secs(drain_seconds),
                 server_bin,
+                peer,
+                peers_dir: peers_dir.unwrap_or_else(confab_bench::peers::default_dir),
             })
             .await
         }

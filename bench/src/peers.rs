@@ -88,7 +88,11 @@ impl Peer {
     }
 }
 
-/// `bench/.peers`, where `peers.sh` keeps its state.
+/// Where `peers.sh` keeps its state: `CONFAB_PEERS_DIR` (as for the script), else
+/// `bench/.peers`.
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers")
+    match std::env::var_os("CONFAB_PEERS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers"),
+    }
 }

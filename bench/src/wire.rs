@@ -1,9 +1,9 @@
 //! The wire protocols the load generator speaks, one adapter per kind of server, so the
-//! same fanout scenario drives confab and every peer (bench/peers/README.md) alike. An
-//! adapter knows three things: how a member joins the channel once the WebSocket is open,
-//! how a sender frames a message, and how a received frame turns into [`Event`]s. The
-//! payload is always the generator's own text (`bench S J SENT_US`), so latency and loss
-//! are counted the same way for every server.
+//! same scenarios (fanout, many-channels) drive confab and every peer
+//! (bench/peers/README.md) alike. An adapter knows three things: how a member opens its
+//! connection and joins its channels, how a sender frames a message, and how a received
+//! frame turns into [`Event`]s. The payload is always the generator's own text
+//! ([`crate::payload`]), so latency and loss are counted the same way for every server.
 
 use crate::net::{self, Result, Rtm, Target};
 use futures::{SinkExt, StreamExt};
@@ -14,6 +14,11 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 /// How long a member may take to be told it is subscribed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Centrifuge command ids: connect is 1 and subscribes follow it; publish `seq` (from 1)
+/// gets `CENTRIFUGE_PUBLISH_IDS + seq`, so every id on a connection is distinct and a
+/// reply's id tells which send it answers.
+const CENTRIFUGE_PUBLISH_IDS: u64 = 1_000_000;
+
 /// Which protocol a server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
@@ -22,7 +27,8 @@ pub enum Wire {
     /// Centrifuge's client protocol v1, JSON: commands and replies by `id`, pushes without.
     Centrifuge,
     /// nchan's `nchan_pubsub websocket`: each text frame sent is published, each message
-    /// arrives as a text frame holding exactly its body; no replies.
+    /// arrives as a text frame holding exactly its body; no replies. One channel per
+    /// connection.
     Nchan,
     /// The NATS text protocol over WebSocket: `SUB`, `PUB`, `MSG`; no replies to `PUB`.
     Nats,
@@ -35,16 +41,24 @@ pub enum Wire {
 pub enum Event {
     /// A message in the channel, with the text it carried.
     Message(String),
-    /// The server accepted one of this connection's sends.
-    Ack,
-    /// The server refused one of this connection's sends.
-    Reject,
+    /// The server accepted this connection's send numbered `seq` (as given to
+    /// [`Wire::publish`]).
+    Ack(u64),
+    /// The server refused one of this connection's sends: the one numbered `seq` when the
+    /// protocol says which.
+    Reject(Option<u64>),
 }
 
 impl Wire {
     /// Whether the server answers each send, so "acked" means something.
     pub fn acknowledges_sends(self) -> bool {
         matches!(self, Self::Confab | Self::Centrifuge)
+    }
+
+    /// Whether one connection can be in several channels. When not (nchan), a member of
+    /// k channels holds k connections: see [`Wire::join_many`].
+    pub fn multiplexes_channels(self) -> bool {
+        !matches!(self, Self::Nchan)
     }
 
     /// Opens member `index`'s connection and joins `channel`: on return the server will
@@ -56,18 +70,48 @@ impl Wire {
         token: &str,
         channel: &str,
     ) -> Result<Rtm> {
+        let mut connections = self
+            .join_many(target, index, token, &[channel.to_owned()])
+            .await?;
+        connections
+            .pop()
+            .ok_or_else(|| format!("{self:?} member {index}: no connection").into())
+    }
+
+    /// Opens member `index`'s connections and joins every one of `channels`: on return
+    /// the server will deliver every later message of each to it. Where the protocol lets
+    /// one connection be in several channels that is one connection (also with no
+    /// channels); otherwise (nchan) one per channel, in the order of `channels`, and
+    /// [`Wire::sending_connection`] says which to send on. confab's membership is made
+    /// over REST beforehand; `token` is its bearer token.
+    pub async fn join_many(
+        self,
+        target: &Target,
+        index: usize,
+        token: &str,
+        channels: &[String],
+    ) -> Result<Vec<Rtm>> {
         let joining = async {
             match self {
-                Self::Confab => net::connect_rtm(target, token).await,
-                Self::Centrifuge => centrifuge_join(target, channel).await,
-                Self::Nchan => net::connect_ws(target, &format!("/ws/{channel}"), &[]).await,
-                Self::Nats => nats_join(target, channel).await,
-                Self::Mqtt => mqtt_join(target, index, channel).await,
+                Self::Confab => Ok(vec![net::connect_rtm(target, token).await?]),
+                Self::Centrifuge => Ok(vec![centrifuge_join(target, channels).await?]),
+                Self::Nchan => nchan_join(target, channels).await,
+                Self::Nats => Ok(vec![nats_join(target, channels).await?]),
+                Self::Mqtt => Ok(vec![mqtt_join(target, index, channels).await?]),
             }
         };
         tokio::time::timeout(JOIN_TIMEOUT, joining)
             .await
             .map_err(|_| format!("{self:?} member {index}: not joined within {JOIN_TIMEOUT:?}"))?
+    }
+
+    /// Which of [`Wire::join_many`]'s connections sends to its `position`-th channel.
+    pub fn sending_connection(self, position: usize) -> usize {
+        if self.multiplexes_channels() {
+            0
+        } else {
+            position
+        }
     }
 
     /// The frame that sends `text` to `channel`; `seq` numbers a connection's sends from 1.
@@ -78,9 +122,8 @@ impl Wire {
                     "client_msg_id": client_msg_id})
                 .to_string(),
             ),
-            // Ids 1 and 2 went to connect and subscribe.
             Self::Centrifuge => WsMessage::text(
-                json!({"id": seq + 2, "method": 3,
+                json!({"id": CENTRIFUGE_PUBLISH_IDS + seq, "method": 3,
                     "params": {"channel": channel, "data": {"text": text}}})
                 .to_string(),
             ),
@@ -141,11 +184,10 @@ fn confab_events(text: &str, out: &mut Vec<Event>) {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
         return;
     };
-    if frame.get("reply_to").is_some() {
-        out.push(if frame["ok"] == json!(true) {
-            Event::Ack
-        } else {
-            Event::Reject
+    if let Some(reply_to) = frame.get("reply_to") {
+        out.push(match reply_to.as_u64() {
+            Some(seq) if frame["ok"] == json!(true) => Event::Ack(seq),
+            seq => Event::Reject(seq),
         });
     } else if frame["type"] == "message"
         && let Some(text) = frame["text"].as_str()
@@ -154,18 +196,24 @@ fn confab_events(text: &str, out: &mut Vec<Event>) {
     }
 }
 
-/// One line of Centrifuge's JSON protocol: a reply (`id` > 0) or a push (a publication's
-/// `data` is what the sender published).
+/// One line of Centrifuge's JSON protocol: a reply (`id` > 0; those to publishes become
+/// events) or a push (a publication's `data` is what the sender published).
 fn centrifuge_events(line: &str, out: &mut Vec<Event>) {
     let Ok(reply) = serde_json::from_str::<Value>(line) else {
         return;
     };
-    if reply["id"].as_u64().unwrap_or(0) > 0 {
-        out.push(if reply.get("error").is_some() {
-            Event::Reject
-        } else {
-            Event::Ack
-        });
+    let id = reply["id"].as_u64().unwrap_or(0);
+    if id > 0 {
+        if let Some(seq) = id
+            .checked_sub(CENTRIFUGE_PUBLISH_IDS)
+            .filter(|&seq| seq > 0)
+        {
+            out.push(if reply.get("error").is_some() {
+                Event::Reject(Some(seq))
+            } else {
+                Event::Ack(seq)
+            });
+        }
         return;
     }
     let push = &reply["result"];
@@ -177,17 +225,15 @@ fn centrifuge_events(line: &str, out: &mut Vec<Event>) {
     }
 }
 
-/// Centrifuge: connect (id 1), subscribe (id 2), and wait for both replies.
-async fn centrifuge_join(target: &Target, channel: &str) -> Result<Rtm> {
+/// Centrifuge: connect (id 1) and one subscribe per channel (ids 2, 3, …) in one frame,
+/// then wait for every reply.
+async fn centrifuge_join(target: &Target, channels: &[String]) -> Result<Rtm> {
     let mut ws = net::connect_ws(target, "/connection/websocket", &[]).await?;
-    let commands = format!(
-        "{}\n{}",
-        json!({"id": 1, "method": 0, "params": {}}),
-        json!({"id": 2, "method": 1, "params": {"channel": channel}})
-    );
-    ws.send(WsMessage::text(commands)).await?;
+    ws.send(WsMessage::text(centrifuge_join_commands(channels)))
+        .await?;
+    let commands = 1 + channels.len() as u64;
     let mut answered = 0;
-    while answered < 2 {
+    while answered < commands {
         let Some(frame) = ws.next().await else {
             return Err("centrifuge closed the connection while joining".into());
         };
@@ -199,7 +245,10 @@ async fn centrifuge_join(target: &Target, channel: &str) -> Result<Rtm> {
             if let Some(error) = reply.get("error") {
                 return Err(format!("centrifuge refused the join: {error}").into());
             }
-            if matches!(reply["id"].as_u64(), Some(1 | 2)) {
+            if reply["id"]
+                .as_u64()
+                .is_some_and(|id| (1..=commands).contains(&id))
+            {
                 answered += 1;
             }
         }
@@ -207,15 +256,36 @@ async fn centrifuge_join(target: &Target, channel: &str) -> Result<Rtm> {
     Ok(ws)
 }
 
-/// NATS: read `INFO`, send `CONNECT`, `SUB` and `PING`; the `PONG` proves the
-/// subscription is in place.
-async fn nats_join(target: &Target, channel: &str) -> Result<Rtm> {
+/// Connect, then a subscribe to each channel, one command per line.
+fn centrifuge_join_commands(channels: &[String]) -> String {
+    let connect = json!({"id": 1, "method": 0, "params": {}});
+    let subscribes = channels
+        .iter()
+        .zip(2u64..)
+        .map(|(channel, id)| json!({"id": id, "method": 1, "params": {"channel": channel}}));
+    std::iter::once(connect)
+        .chain(subscribes)
+        .map(|command| command.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// nchan: one `nchan_pubsub` connection per channel (its WebSocket location serves one
+/// channel); nothing to wait for once the upgrade is done.
+async fn nchan_join(target: &Target, channels: &[String]) -> Result<Vec<Rtm>> {
+    let mut connections = Vec::with_capacity(channels.len());
+    for channel in channels {
+        connections.push(net::connect_ws(target, &format!("/ws/{channel}"), &[]).await?);
+    }
+    Ok(connections)
+}
+
+/// NATS: read `INFO`, send `CONNECT`, one `SUB` per channel (sids 1, 2, …) and `PING`;
+/// the `PONG` proves the subscriptions are in place.
+async fn nats_join(target: &Target, channels: &[String]) -> Result<Rtm> {
     let mut ws = net::connect_ws(target, "/", &[]).await?;
-    let hello = format!(
-        "CONNECT {}\r\nSUB {channel} 1\r\nPING\r\n",
-        json!({"verbose": false, "pedantic": false, "echo": true, "protocol": 1})
-    );
-    ws.send(WsMessage::binary(hello.into_bytes())).await?;
+    ws.send(WsMessage::binary(nats::hello(channels).into_bytes()))
+        .await?;
     let mut seen = Vec::new();
     while let Some(frame) = ws.next().await {
         match frame? {
@@ -234,15 +304,22 @@ async fn nats_join(target: &Target, channel: &str) -> Result<Rtm> {
     Err("nats closed the connection while joining".into())
 }
 
-/// MQTT: `CONNECT` (clean session), `CONNACK`, `SUBSCRIBE` at QoS 0, `SUBACK`.
-async fn mqtt_join(target: &Target, index: usize, topic: &str) -> Result<Rtm> {
+/// MQTT: `CONNECT` (clean session, a client id unique to this process and member),
+/// `CONNACK`, then one `SUBSCRIBE` with every topic at QoS 0 and its `SUBACK` (no
+/// `SUBSCRIBE` without topics: MQTT forbids an empty one).
+async fn mqtt_join(target: &Target, index: usize, topics: &[String]) -> Result<Rtm> {
     let mut ws = net::connect_ws(target, "/", &[("sec-websocket-protocol", "mqtt")]).await?;
-    ws.send(WsMessage::binary(mqtt::connect(&format!("bench-{index}"))))
+    // Unique across processes too: a second CONNECT with the same id would disconnect the
+    // first, even another run's.
+    let client_id = format!("bench-{}-{index}", std::process::id());
+    ws.send(WsMessage::binary(mqtt::connect(&client_id)))
         .await?;
-    ws.send(WsMessage::binary(mqtt::subscribe(1, topic)))
-        .await?;
+    if !topics.is_empty() {
+        ws.send(WsMessage::binary(mqtt::subscribe(1, topics)))
+            .await?;
+    }
     let mut buffer = Vec::new();
-    let (mut connected, mut subscribed) = (false, false);
+    let (mut connected, mut subscribed) = (false, topics.is_empty());
     while !(connected && subscribed) {
         let Some(frame) = ws.next().await else {
             return Err("mosquitto closed the connection while joining".into());
@@ -254,7 +331,7 @@ async fn mqtt_join(target: &Target, index: usize, topic: &str) -> Result<Rtm> {
             match kind {
                 mqtt::CONNACK if body.get(1) == Some(&0) => connected = true,
                 mqtt::CONNACK => return Err(format!("mqtt CONNACK refused: {body:?}").into()),
-                mqtt::SUBACK if body.get(2).is_some_and(|&code| code < 0x80) => subscribed = true,
+                mqtt::SUBACK if mqtt::all_granted(&body, topics.len()) => subscribed = true,
                 mqtt::SUBACK => return Err(format!("mqtt SUBACK refused: {body:?}").into()),
                 _ => {}
             }
@@ -263,9 +340,21 @@ async fn mqtt_join(target: &Target, index: usize, topic: &str) -> Result<Rtm> {
     Ok(ws)
 }
 
-/// The few NATS protocol lines the generator reads.
+/// The few NATS protocol lines the generator writes and reads.
 mod nats {
     use super::Event;
+    use serde_json::json;
+
+    /// `CONNECT`, a `SUB` per subject (sids 1, 2, …) and a `PING`.
+    pub fn hello(subjects: &[String]) -> String {
+        let connect = json!({"verbose": false, "pedantic": false, "echo": true, "protocol": 1});
+        let mut hello = format!("CONNECT {connect}\r\n");
+        for (subject, sid) in subjects.iter().zip(1..) {
+            hello.push_str(&format!("SUB {subject} {sid}\r\n"));
+        }
+        hello.push_str("PING\r\n");
+        hello
+    }
 
     /// Moves every complete protocol message out of `buffer`, keeping a partial tail.
     pub fn drain(buffer: &mut Vec<u8>, out: &mut Vec<Event>) {
@@ -293,7 +382,7 @@ mod nats {
                 start = after_line + size + 2;
             } else {
                 if line.starts_with(b"-ERR") {
-                    out.push(Event::Reject);
+                    out.push(Event::Reject(None));
                 }
                 start = after_line;
             }
@@ -347,11 +436,21 @@ mod mqtt {
         packet(0x10, &body)
     }
 
-    pub fn subscribe(packet_id: u16, topic: &str) -> Vec<u8> {
+    /// SUBSCRIBE to every topic at QoS 0.
+    pub fn subscribe(packet_id: u16, topics: &[String]) -> Vec<u8> {
         let mut body = packet_id.to_be_bytes().to_vec();
-        string(&mut body, topic.as_bytes());
-        body.push(0);
+        for topic in topics {
+            string(&mut body, topic.as_bytes());
+            body.push(0);
+        }
         packet(0x82, &body)
+    }
+
+    /// Whether a SUBACK body (packet id, then one return code per topic) granted all
+    /// `topics` subscriptions: codes below 0x80 are granted QoS levels, 0x80 a failure.
+    pub fn all_granted(suback: &[u8], topics: usize) -> bool {
+        let codes = suback.get(2..).unwrap_or_default();
+        codes.len() == topics && codes.iter().all(|&code| code < 0x80)
     }
 
     pub fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
@@ -455,25 +554,99 @@ mod tests {
     #[test]
     fn centrifuge_replies_and_publications() {
         let frame = WsMessage::text(
-            "{\"id\":7,\"result\":{}}\n{\"id\":8,\"error\":{\"code\":103}}\n\
+            "{\"id\":1000007,\"result\":{}}\n{\"id\":1000008,\"error\":{\"code\":103}}\n\
              {\"result\":{\"channel\":\"c\",\"data\":{\"data\":{\"text\":\"hi\"}}}}",
         );
         assert_eq!(
             events(Wire::Centrifuge, &[frame]),
-            [Event::Ack, Event::Reject, Event::Message("hi".into())]
+            [
+                Event::Ack(7),
+                Event::Reject(Some(8)),
+                Event::Message("hi".into())
+            ]
         );
+    }
+
+    #[test]
+    fn centrifuge_publish_ids_come_back_as_the_send_number() {
+        let WsMessage::Text(publish) = Wire::Centrifuge.publish("c", 5, "x", "hi") else {
+            panic!("centrifuge publishes in text frames");
+        };
+        let id = serde_json::from_str::<Value>(&publish).unwrap()["id"].clone();
+        let reply = WsMessage::text(json!({"id": id, "result": {}}).to_string());
+        assert_eq!(events(Wire::Centrifuge, &[reply]), [Event::Ack(5)]);
+        // Replies to the join's commands (ids from 1) are not sends.
+        let join_reply = WsMessage::text(r#"{"id":2,"result":{}}"#);
+        assert_eq!(events(Wire::Centrifuge, &[join_reply]), []);
+    }
+
+    #[test]
+    fn centrifuge_join_is_connect_then_one_subscribe_per_channel() {
+        let commands = centrifuge_join_commands(&["a".into(), "b".into()]);
+        let lines: Vec<Value> = commands
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                json!({"id": 1, "method": 0, "params": {}}),
+                json!({"id": 2, "method": 1, "params": {"channel": "a"}}),
+                json!({"id": 3, "method": 1, "params": {"channel": "b"}}),
+            ]
+        );
+    }
+
+    #[test]
+    fn nats_hello_subscribes_each_subject_with_its_own_sid() {
+        let hello = nats::hello(&["a".into(), "b".into()]);
+        let lines: Vec<&str> = hello.split_terminator("\r\n").collect();
+        assert!(lines[0].starts_with("CONNECT {"), "{hello}");
+        assert_eq!(lines[1..], ["SUB a 1", "SUB b 2", "PING"]);
+    }
+
+    #[test]
+    fn mqtt_subscribe_lists_every_topic_at_qos_0() {
+        let packet = mqtt::subscribe(1, &["ab".into(), "c".into()]);
+        // Remaining length 11: packet id 2, then per topic its length 2, name, QoS 1.
+        assert_eq!(
+            packet,
+            [0x82, 11, 0, 1, 0, 2, b'a', b'b', 0, 0, 1, b'c', 0].to_vec()
+        );
+    }
+
+    #[test]
+    fn mqtt_suback_grants_every_topic_or_fails() {
+        // Packet id 1, then one return code per topic: QoS 0, QoS 0 / failure (0x80).
+        assert!(mqtt::all_granted(&[0, 1, 0, 0], 2));
+        assert!(!mqtt::all_granted(&[0, 1, 0, 0x80], 2));
+        assert!(!mqtt::all_granted(&[0, 1, 0], 2));
+        assert!(mqtt::all_granted(&[0, 1], 0));
+    }
+
+    #[test]
+    fn only_nchan_needs_a_connection_per_channel() {
+        assert_eq!(Wire::Nchan.sending_connection(3), 3);
+        for wire in [Wire::Confab, Wire::Centrifuge, Wire::Nats, Wire::Mqtt] {
+            assert_eq!(wire.sending_connection(3), 0, "{wire:?}");
+        }
     }
 
     #[test]
     fn confab_frames() {
         let frames = [
             WsMessage::text(r#"{"reply_to":1,"ok":true}"#),
+            WsMessage::text(r#"{"reply_to":2,"ok":false,"error":"rate_limited"}"#),
             WsMessage::text(r#"{"type":"message","text":"hi","seq":1}"#),
             WsMessage::text(r#"{"type":"user_typing"}"#),
         ];
         assert_eq!(
             events(Wire::Confab, &frames),
-            [Event::Ack, Event::Message("hi".into())]
+            [
+                Event::Ack(1),
+                Event::Reject(Some(2)),
+                Event::Message("hi".into())
+            ]
         );
     }
 }
