@@ -3,7 +3,7 @@
 # every peer of bench/peers/ at each size, through the same generator, recording each run
 # to bench/results.jsonl (from which `confab-bench chart` draws bench/charts/).
 #
-#   bench/compare.sh [fanout|search|all]     # default: all
+#   bench/compare.sh [fanout|search|many-channels|all]     # default: all
 #
 # Needs the peers running (bench/peers/peers.sh up) and a release build; builds it if
 # missing. Takes about 20 minutes on 2 cores, most of it confab's user setup (argon2).
@@ -40,6 +40,14 @@ if [[ $what == search || $what == all ]]; then
     for target in "${targets[@]}"; do
         bench --label "1000 members" fanout --search --target "$target" \
             --members 1000 --rate 25 --seconds 5 --drain-seconds 5 | tail -n 1
+    done
+fi
+
+if [[ $what == many-channels || $what == all ]]; then
+    # The bare ceiling server has one channel only, so it sits this one out.
+    for target in "${targets[@]}"; do
+        [[ $target == ceiling ]] && continue
+        bench many-channels --target "$target" --rate 2000 --seconds 10 | tail -n 1
     done
 fi
 
