@@ -3,7 +3,7 @@
 # every peer of bench/peers/ at each size, through the same generator, recording each run
 # to bench/results.jsonl (from which `confab-bench chart` draws bench/charts/).
 #
-#   bench/compare.sh [fanout|search|many-channels|all]     # default: all
+#   bench/compare.sh [fanout|search|many-channels|presence|all]     # default: all
 #
 # Needs the peers running (bench/peers/peers.sh up) and a release build; builds it if
 # missing. Takes about 20 minutes on 2 cores, most of it confab's user setup (argon2).
@@ -49,6 +49,12 @@ if [[ $what == many-channels || $what == all ]]; then
         [[ $target == ceiling ]] && continue
         bench many-channels --target "$target" --rate 2000 --seconds 10 | tail -n 1
     done
+fi
+
+if [[ $what == presence || $what == all ]]; then
+    # Only centrifuge has presence events; confab's side (10k users, argon2-bound setup of
+    # about 5 minutes) is `confab-bench --server-bin target/release/confab presence`.
+    bench presence --target centrifuge --members 10000 --changes 100 --rate 10 | tail -n 1
 fi
 
 target/release/confab-bench chart --from "$record" --out bench/charts

@@ -28,7 +28,7 @@ set +a
 step "cargo test --workspace"
 cargo test --workspace --locked -- --test-threads="${CONFAB_TEST_THREADS:-2}"
 
-step "bench peers: centrifuge, nchan, NATS, Mosquitto; a quick fanout and many-channels through each adapter"
+step "bench peers: centrifuge, nchan, NATS, Mosquitto; a quick fanout and many-channels through each adapter, presence through centrifuge"
 bench/peers/peers.sh up all
 for peer in centrifuge nchan nats mosquitto; do
     row=$(target/debug/confab-bench --quick fanout --target "$peer" | tail -n 1)
@@ -53,6 +53,13 @@ for peer in centrifuge nchan nats mosquitto; do
         exit 1
     }
 done
+# The one peer with presence events: each status change reaches every member, exactly once.
+row=$(target/debug/confab-bench --quick presence --target centrifuge | tail -n 1)
+echo "$row"
+grep -q "^| presence (centrifuge) | [1-9][0-9]* |.*missed 0 of [1-9][0-9]* pushes ([^)]*), 0 duplicates, 0 unexpected, 0 changes failed, 0 disconnected" <<<"$row" || {
+    echo "presence through centrifuge missed or duplicated join/leave pushes" >&2
+    exit 1
+}
 bench/peers/peers.sh down all
 
 step "local cluster: scripts/cluster.sh up, a message across regions, down"

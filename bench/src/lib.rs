@@ -12,6 +12,7 @@ pub mod net;
 pub mod payload;
 pub mod peers;
 pub mod presence;
+pub mod presence_centrifuge;
 pub mod search;
 pub mod store;
 pub mod wire;

@@ -9,6 +9,7 @@ use confab_bench::idle::IdleBench;
 use confab_bench::many_channels::ManyChannelsBench;
 use confab_bench::net;
 use confab_bench::presence::PresenceBench;
+use confab_bench::presence_centrifuge::CentrifugePresenceBench;
 use confab_bench::search::SearchBench;
 use confab_bench::store::StoreBench;
 use confab_store::SyncPolicy;
@@ -138,6 +139,14 @@ enum Scenario {
         /// Seconds connections may still receive after the last scheduled change.
         #[arg(long, default_value_t = 3)]
         drain_seconds: u64,
+        /// `confab`, or `centrifuge` (started by `bench/peers/peers.sh`): the one peer
+        /// with presence events, announced to every subscriber of the channel (changers
+        /// come online and go offline; --visible does not apply).
+        #[arg(long, default_value = "confab")]
+        target: String,
+        /// Where `bench/peers/peers.sh` keeps the peers' state (their CA).
+        #[arg(long)]
+        peers_dir: Option<PathBuf>,
     },
     /// Many small channels, one connection per user, sends to random channels of the
     /// sender: send → reply latency (confab: durable), and every member's delivery.
@@ -352,17 +361,38 @@ async fn main() -> ExitCode {
             changes,
             rate,
             drain_seconds,
-        } => {
-            confab_bench::presence::run(PresenceBench {
-                members: if quick { members.min(30) } else { members },
-                visible: if quick { visible.min(5) } else { visible },
-                changes: if quick { changes.min(5) } else { changes },
-                rate,
-                drain: Duration::from_secs(drain_seconds),
-                server_bin,
-            })
-            .await
-        }
+            target,
+            peers_dir,
+        } => match target.as_str() {
+            "confab" => {
+                confab_bench::presence::run(PresenceBench {
+                    members: if quick { members.min(30) } else { members },
+                    visible: if quick { visible.min(5) } else { visible },
+                    changes: if quick { changes.min(5) } else { changes },
+                    rate,
+                    drain: Duration::from_secs(drain_seconds),
+                    server_bin,
+                })
+                .await
+            }
+            "centrifuge" => {
+                confab_bench::presence_centrifuge::run(CentrifugePresenceBench {
+                    members: if quick { members.min(30) } else { members },
+                    changes: if quick { changes.min(5) } else { changes },
+                    rate,
+                    drain: Duration::from_secs(drain_seconds),
+                    peers_dir: peers_dir.unwrap_or_else(confab_bench::peers::default_dir),
+                })
+                .await
+            }
+            name => {
+                eprintln!(
+                    "confab-bench: presence --target {name:?}: only confab and centrifuge have \
+                     presence (nchan, NATS and Mosquitto have no presence events)"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
         Scenario::ManyChannels {
             channels,
             members,

@@ -9,10 +9,14 @@
 // protobuf) over TLS at /connection/websocket, with:
 //   - the in-memory broker and presence manager (the default engine): nothing is durable,
 //     history lives in process memory only and is lost on restart;
-//   - anonymous connections: every connect is accepted, with user ID "anon-N";
+//   - anonymous connections: every connect is accepted, with user ID "anon-N", or
+//     "presence-N" when the connect command's data is {"join_leave":true};
 //   - subscriptions to any channel, with presence and history/recovery on: each channel
 //     keeps its last 1000 publications for 5 minutes (history meta for 10 minutes), and a
-//     subscribe with "recover":true replays what was missed; join/leave pushes are off;
+//     subscribe with "recover":true replays what was missed; join/leave pushes are off,
+//     except for the subscriptions of "presence-N" users: their subscribe and disconnect
+//     are pushed to every subscriber of the channel (Centrifuge's presence events, what
+//     confab-bench presence --target centrifuge counts);
 //   - client publishes to any channel accepted (subscribed or not), stored in that
 //     history; publications carry no client info unless -client-info is given.
 //
@@ -22,18 +26,23 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"log"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/centrifugal/centrifuge"
 )
+
+// joinLeavePrefix marks the users whose subscriptions announce themselves.
+const joinLeavePrefix = "presence-"
 
 const (
 	historySize = 1000
@@ -74,16 +83,24 @@ func main() {
 	var users uint64
 	node.OnConnecting(func(ctx context.Context, e centrifuge.ConnectEvent) (centrifuge.ConnectReply, error) {
 		id := atomic.AddUint64(&users, 1)
+		prefix := "anon-"
+		var data struct {
+			JoinLeave bool `json:"join_leave"`
+		}
+		if len(e.Data) > 0 && json.Unmarshal(e.Data, &data) == nil && data.JoinLeave {
+			prefix = joinLeavePrefix
+		}
 		return centrifuge.ConnectReply{
-			Credentials: &centrifuge.Credentials{UserID: "anon-" + strconv.FormatUint(id, 10)},
+			Credentials: &centrifuge.Credentials{UserID: prefix + strconv.FormatUint(id, 10)},
 		}, nil
 	})
 
 	node.OnConnect(func(client *centrifuge.Client) {
 		client.OnSubscribe(func(e centrifuge.SubscribeEvent, cb centrifuge.SubscribeCallback) {
 			cb(centrifuge.SubscribeReply{Options: centrifuge.SubscribeOptions{
-				Presence: true,
-				Recover:  true,
+				Presence:  true,
+				Recover:   true,
+				JoinLeave: strings.HasPrefix(client.UserID(), joinLeavePrefix),
 			}}, nil)
 		})
 		client.OnPublish(func(e centrifuge.PublishEvent, cb centrifuge.PublishCallback) {
