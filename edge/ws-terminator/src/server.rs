@@ -152,14 +152,11 @@ pub async fn start(config: EdgeConfig) -> Result<RunningEdge, EdgeError> {
     // RTM needs HTTP/1.1 upgrades; HTTP/2 would take them away from browsers.
     tls_settings.set_alpn(ALPN::H1);
     let mut service = Service::new("confab-edge".to_owned(), app);
-    let write_buffer = L4BufferSettings::default().write_capacity();
+    // Only the read side is ours to size; the write side keeps Pingora's default.
     service.add_listener(
         ListenerConfig::tcp(key.clone())
             .tls(tls_settings)
-            .l4_buffer(L4BufferSettings::new(
-                settings.tcp_read_buffer_bytes,
-                write_buffer,
-            )),
+            .l4_buffer(L4BufferSettings::default().read(settings.tcp_read_buffer_bytes)),
     );
 
     let (listeners_stop, listeners_rx) = watch::channel(false);
