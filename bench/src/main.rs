@@ -144,7 +144,8 @@ enum Scenario {
         /// come online and go offline; --visible does not apply).
         #[arg(long, default_value = "confab")]
         target: String,
-        /// Where `bench/peers/peers.sh` keeps the peers' state (their CA).
+        /// The peers' state directory (their CA), default $CONFAB_PEERS_DIR or
+        /// bench/.peers.
         #[arg(long)]
         peers_dir: Option<PathBuf>,
     },
